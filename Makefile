@@ -1,0 +1,74 @@
+# GPU node setup: Rust Ansible modules + roles. `make demo`, `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+MODULES   := nvidia_gpu_facts containerd_runtime_config nvidia_driver_install
+# Rust target triple -> the architecture name `uname -m` gives on the node.
+ARCHES    := x86_64 aarch64
+TARGET_x86_64  := x86_64-unknown-linux-musl
+TARGET_aarch64 := aarch64-unknown-linux-musl
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+ANSIBLE_CORE_VERSION := 2.19.14
+
+.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system
+all: build
+
+## build: static musl binaries of every module, per architecture, into library/bin/<arch>/
+build:
+	@for arch in $(ARCHES); do \
+	  target=$$( [ $$arch = x86_64 ] && echo $(TARGET_x86_64) || echo $(TARGET_aarch64) ); \
+	  if ! rustup target list --installed 2>/dev/null | grep -qx $$target; then \
+	    echo "build: installing the Rust target $$target"; \
+	    rustup target add $$target >/dev/null 2>&1 || { echo "build: WARNING: cannot install $$target; $$arch modules are NOT built"; continue; }; \
+	  fi; \
+	  cargo build --quiet --release --locked --target $$target --bins; \
+	  mkdir -p library/bin/$$arch; \
+	  for m in $(MODULES); do \
+	    [ -f target/$$target/release/$$m ] || continue; \
+	    install -m 0755 target/$$target/release/$$m library/bin/$$arch/$$m; \
+	  done; \
+	done
+	@echo "module binaries (bytes, static, stripped):"
+	@for f in library/bin/*/*; do \
+	  printf '  %-48s %8d  %s\n' "$$f" "$$(stat -c %s $$f)" "$$(file -b $$f | sed "s/, BuildID\[[^]]*\]//")"; \
+	done
+
+## test: everything CI runs: installs what the tests need, then Rust and Ansible tests
+test: deps build test-rust test-ansible
+
+test-rust:
+	cargo test --workspace --locked --quiet
+
+test-ansible:
+	$(PYTHON) -m pytest -q tests
+
+## lint: formatting and clippy with warnings denied
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+deps: deps-system deps-python
+
+# Debian packages the tests drive for real: sshd for the sandbox nodes,
+# containerd to validate configs, qemu to run the aarch64 modules, file.
+deps-system:
+	@missing=""; \
+	for pair in sshd:openssh-server containerd:containerd qemu-aarch64-static:qemu-user-static file:file; do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# ansible-core (pinned) and pytest in a project-local virtualenv.
+deps-python: $(VENV)/.installed
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+clean:
+	cargo clean
+	rm -rf library/bin

@@ -1,0 +1,48 @@
+//! Reads what a Linux node is, from the files the kernel and the distribution
+//! keep: PCI functions in sysfs, loaded modules and the NVIDIA driver in sysfs
+//! and procfs, the OS in os-release. Never runs a program (`lspci` is often not
+//! installed on GPU nodes, and never in minimal images).
+//!
+//! Every read goes through a [`Root`], so the same code inspects the live node
+//! (`/`), a chroot or image being built, or a captured node in a test.
+
+pub mod gpu;
+pub mod kernel;
+pub mod nvidia_ids;
+pub mod os;
+pub mod pci;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The filesystem being inspected; node paths are resolved beneath it.
+#[derive(Clone, Debug)]
+pub struct Root(PathBuf);
+
+impl Root {
+    pub fn new(path: impl Into<PathBuf>) -> Root {
+        Root(path.into())
+    }
+
+    /// The host path of a node path: `/sys/module` under root `/mnt` is `/mnt/sys/module`.
+    pub fn path(&self, node_path: &str) -> PathBuf {
+        self.0.join(node_path.trim_start_matches('/'))
+    }
+
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A small text file (a sysfs attribute), trimmed.
+    pub fn read_trimmed(&self, node_path: &str) -> io::Result<String> {
+        read_trimmed(&self.path(node_path))
+    }
+}
+
+pub(crate) fn read_trimmed(path: &Path) -> io::Result<String> {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string())
+}
+
+/// What could not be read, for the module's `warnings`: a missing attribute
+/// degrades one field to null, it never fails detection.
+pub type Warnings = Vec<String>;

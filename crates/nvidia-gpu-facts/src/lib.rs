@@ -1,0 +1,157 @@
+//! The `nvidia_gpu_facts` module: NVIDIA detection as Ansible facts, and
+//! optionally as a local facts file (`/etc/ansible/facts.d/gpu.fact`).
+//!
+//! The facts never include `has_nvidia_gpu`: that name belongs to the user,
+//! who sets it in the inventory or with `-e` to override detection. A module
+//! fact outranks host_vars and group_vars and stays in the fact cache, so a
+//! fact of that name would silently defeat the override.
+
+use ansible_module::{fs, Arg, Failure, Module, ModuleSpec, Outcome};
+use node_probe::gpu::{self, Detection};
+use node_probe::{kernel, os, Root};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+pub const SPEC: ModuleSpec = ModuleSpec {
+    name: "nvidia_gpu_facts",
+    supports_check_mode: true,
+    args: &[
+        Arg::path("root").default_str("/"),
+        Arg::path("local_facts_path"),
+    ],
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// The filesystem to inspect: `/` on a node, a chroot or image otherwise.
+    pub root: PathBuf,
+    /// Also write the detection as JSON here, for `ansible_local`.
+    pub local_facts_path: Option<PathBuf>,
+}
+
+/// Detects, writes the local facts file when asked, and returns the facts.
+pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+    let root = Root::new(&opts.root);
+    let detection = gpu::detect(&root);
+    for warning in &detection.warnings {
+        module.warn(warning.clone());
+    }
+    let facts = facts(&root, &detection);
+    let mut outcome = Outcome::new(false).msg(summary(&detection));
+    if let Some(path) = &opts.local_facts_path {
+        let written = write_local_facts(path, &facts, module.check_mode())?;
+        outcome.changed = written.changed;
+        if let Some(diff) = written.diff {
+            outcome = outcome.diff(diff);
+        }
+    }
+    outcome.facts = facts;
+    Ok(outcome)
+}
+
+/// The facts, named as the playbooks and the documentation use them.
+pub fn facts(root: &Root, d: &Detection) -> Map<String, Value> {
+    let gpus: Vec<Value> = d
+        .gpus
+        .iter()
+        .map(|g| {
+            json!({
+                "pci_address": g.pci.address,
+                "device_id": g.pci.device.map(|id| format!("{id:04x}")),
+                "subsystem_device_id": g.pci.subsystem_device.map(|id| format!("{id:04x}")),
+                "class": g.pci.class_subclass().map(|c| format!("{c:04x}")),
+                "name": g.name,
+                "architecture": g.architecture.map(|a| a.name()),
+                "driver": g.pci.driver,
+                "numa_node": g.pci.numa_node,
+            })
+        })
+        .collect();
+    let nvswitches: Vec<Value> = d
+        .nvswitches
+        .iter()
+        .map(|s| {
+            json!({
+                "pci_address": s.address,
+                "device_id": s.device.map(|id| format!("{id:04x}")),
+                "driver": s.driver,
+            })
+        })
+        .collect();
+    let os = os::os_release(root).unwrap_or_default();
+    let facts = json!({
+        "nvidia_gpu_present": !d.gpus.is_empty(),
+        "nvidia_gpu_count": d.gpus.len(),
+        "nvidia_gpus": gpus,
+        "nvidia_nvswitch_count": d.nvswitches.len(),
+        "nvidia_nvswitches": nvswitches,
+        "nvidia_driver_loaded": d.driver.loaded,
+        "nvidia_driver_version": d.driver.version,
+        "nvidia_kernel_module_type": d.driver.module_type.map(|t| t.name()),
+        "nouveau_loaded": d.nouveau_loaded,
+        "nvidia_container_runtime_path": d.container_runtime_path,
+        "node_architecture": std::env::consts::ARCH,
+        "node_kernel_release": kernel::release(root),
+        "node_os_family": os.family(),
+        "node_os_id": os.id,
+        "node_os_version": os.version_id,
+    });
+    match facts {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// One line for the task output: what was found, at a glance.
+fn summary(d: &Detection) -> String {
+    if d.gpus.is_empty() {
+        return "no NVIDIA GPU".to_string();
+    }
+    let mut names: Vec<&str> = d
+        .gpus
+        .iter()
+        .map(|g| g.name.as_deref().unwrap_or("unnamed"))
+        .collect();
+    names.dedup();
+    let mut line = format!(
+        "{} NVIDIA GPU{} ({})",
+        d.gpus.len(),
+        if d.gpus.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    );
+    if !d.nvswitches.is_empty() {
+        line.push_str(&format!(", {} NVSwitches", d.nvswitches.len()));
+    }
+    match (&d.driver.version, d.driver.module_type) {
+        (Some(v), Some(t)) => line.push_str(&format!(", driver {v} ({})", t.name())),
+        (Some(v), None) => line.push_str(&format!(", driver {v}")),
+        _ if d.nouveau_loaded => line.push_str(", nouveau loaded, no NVIDIA driver"),
+        _ => line.push_str(", no NVIDIA driver loaded"),
+    }
+    line
+}
+
+/// The detection part of the facts (not the node_* ones), as the local facts
+/// file holds it: stable JSON, so an unchanged node means an unchanged file.
+fn write_local_facts(
+    path: &Path,
+    facts: &Map<String, Value>,
+    check_mode: bool,
+) -> Result<fs::FileOutcome, Failure> {
+    let detection: Map<String, Value> = facts
+        .iter()
+        .filter(|(name, _)| !name.starts_with("node_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut text =
+        serde_json::to_string_pretty(&detection).map_err(|e| Failure::new(e.to_string()))?;
+    text.push('\n');
+    fs::converge_file(path, text.as_bytes(), 0o644, false, check_mode).map_err(|e| {
+        Failure::new(format!(
+            "cannot write the local facts file {}: {e}",
+            path.display()
+        ))
+    })
+}
