@@ -14,7 +14,7 @@ ANSIBLE_CORE_VERSION := 2.19.14
 .PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system
 all: build
 
-## build: static musl binaries of every module, per architecture, into library/bin/<arch>/
+## build: static musl binaries of every module, per architecture, into dist/<arch>/
 build:
 	@for arch in $(ARCHES); do \
 	  target=$$( [ $$arch = x86_64 ] && echo $(TARGET_x86_64) || echo $(TARGET_aarch64) ); \
@@ -23,15 +23,15 @@ build:
 	    rustup target add $$target >/dev/null 2>&1 || { echo "build: WARNING: cannot install $$target; $$arch modules are NOT built"; continue; }; \
 	  fi; \
 	  cargo build --quiet --release --locked --target $$target --bins; \
-	  mkdir -p library/bin/$$arch; \
+	  mkdir -p dist/$$arch; \
 	  for m in $(MODULES); do \
 	    [ -f target/$$target/release/$$m ] || continue; \
-	    install -m 0755 target/$$target/release/$$m library/bin/$$arch/$$m; \
+	    install -m 0755 target/$$target/release/$$m dist/$$arch/$$m; \
 	  done; \
 	done
 	@echo "module binaries (bytes, static, stripped):"
-	@for f in library/bin/*/*; do \
-	  printf '  %-48s %8d  %s\n' "$$f" "$$(stat -c %s $$f)" "$$(file -b $$f | sed "s/, BuildID\[[^]]*\]//")"; \
+	@for f in dist/*/*; do \
+	  printf '  %-48s %8d  %s\n' "$$f" "$$(stat -c %s $$f)" "$$(file -b $$f | sed -E "s/, BuildID[^,]*//")"; \
 	done
 
 ## test: everything CI runs: installs what the tests need, then Rust and Ansible tests
@@ -71,4 +71,4 @@ $(VENV)/.installed: tests/requirements.txt
 
 clean:
 	cargo clean
-	rm -rf library/bin
+	rm -rf dist

@@ -25,8 +25,10 @@ from ansible.module_utils.common.json import Direction, get_module_encoder
 from ansible.plugins.action import ActionBase
 from ansible.vars.clean import remove_internal_keys
 
-# library/bin/<arch>/<module>, relative to this file (plugins/action/).
-BIN_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "library", "bin"))
+# dist/<arch>/<module>, relative to this file (plugins/action/). Not under
+# library/: Ansible searches two levels of subfolders of its module path and
+# would run a binary it found there directly, for any architecture.
+BIN_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "dist"))
 # Node architectures as `uname -m` prints them, and the names Arm servers also use.
 ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 # Where binaries are cached on the node: private to the user the module runs

@@ -33,6 +33,12 @@ pub struct Options {
 
 /// Detects, writes the local facts file when asked, and returns the facts.
 pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+    if !opts.root.is_dir() {
+        return Err(Failure::new(format!(
+            "root {} is not a directory: it must be the filesystem to inspect, / on a node",
+            opts.root.display()
+        )));
+    }
     let root = Root::new(&opts.root);
     let detection = gpu::detect(&root);
     for warning in &detection.warnings {

@@ -1,0 +1,239 @@
+//! The built `nvidia_gpu_facts` binary, run the way Ansible runs it: one
+//! argument, the path of a JSON args file; one JSON object back on stdout.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nvidia_gpu_facts");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gpu-facts-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the binary with `argv` as given; returns the exit code and the one JSON object.
+fn run_raw(argv: &[&str]) -> (i32, Value) {
+    let out = Command::new(BIN).args(argv).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.trim_end().lines().count(),
+        1,
+        "one line of JSON, nothing else: {stdout:?}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "nothing on stderr: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap(),
+        serde_json::from_str(&stdout).expect("stdout is JSON"),
+    )
+}
+
+fn run(test: &str, args: Value) -> (i32, Value) {
+    let file = scratch(test).join("args");
+    std::fs::write(&file, args.to_string()).unwrap();
+    run_raw(&[file.to_str().unwrap()])
+}
+
+fn h200_root() -> String {
+    fixtures().join("h200-vm").to_string_lossy().into_owned()
+}
+
+#[test]
+fn detects_the_real_h200_capture() {
+    let (code, r) = run("h200", json!({"root": h200_root()}));
+    assert_eq!(code, 0);
+    assert_eq!(r["changed"], json!(false));
+    assert_eq!(r["failed"], json!(false));
+    let facts = &r["ansible_facts"];
+    assert_eq!(facts["nvidia_gpu_present"], json!(true));
+    assert_eq!(facts["nvidia_gpu_count"], json!(1));
+    assert_eq!(
+        facts["nvidia_gpus"],
+        json!([{
+            "pci_address": "0000:00:06.0", "device_id": "2335", "subsystem_device_id": "18bf",
+            "class": "0302", "name": "NVIDIA H200", "architecture": "hopper",
+            "driver": "nvidia", "numa_node": null,
+        }])
+    );
+    assert_eq!(facts["nvidia_nvswitch_count"], json!(0));
+    assert_eq!(facts["nvidia_driver_loaded"], json!(true));
+    assert_eq!(facts["nvidia_driver_version"], json!("580.159.04"));
+    assert_eq!(facts["nvidia_kernel_module_type"], json!("open"));
+    assert_eq!(facts["nouveau_loaded"], json!(false));
+    assert_eq!(facts["nvidia_container_runtime_path"], json!(null));
+    assert_eq!(facts["node_os_family"], json!("Debian"));
+    assert_eq!(facts["node_os_version"], json!("24.04"));
+    assert!(
+        facts.get("has_nvidia_gpu").is_none(),
+        "has_nvidia_gpu belongs to the user"
+    );
+    assert_eq!(
+        r["msg"],
+        json!("1 NVIDIA GPU (NVIDIA H200), driver 580.159.04 (open)")
+    );
+}
+
+#[test]
+fn hgx_board_reports_8_gpus_and_4_nvswitches() {
+    let root = fixtures().join("profiles/hgx-h100");
+    let (_, r) = run("hgx", json!({"root": root}));
+    assert_eq!(r["ansible_facts"]["nvidia_gpu_count"], json!(8));
+    assert_eq!(r["ansible_facts"]["nvidia_nvswitch_count"], json!(4));
+    assert_eq!(
+        r["msg"],
+        json!("8 NVIDIA GPUs (NVIDIA H100 80GB HBM3), 4 NVSwitches, driver 570.124.06 (open)")
+    );
+}
+
+#[test]
+fn no_argument_file_is_a_json_failure() {
+    let (code, r) = run_raw(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(r["failed"], json!(true));
+    assert!(
+        r["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("no arguments file given"),
+        "{r}"
+    );
+}
+
+#[test]
+fn missing_argument_file_is_a_json_failure() {
+    let (code, r) = run_raw(&["/nonexistent/args"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        r["msg"],
+        json!("cannot read the arguments file /nonexistent/args: No such file or directory (os error 2)")
+    );
+}
+
+#[test]
+fn invalid_json_is_a_json_failure() {
+    let file = scratch("badjson").join("args");
+    std::fs::write(&file, "{\"root\": ").unwrap();
+    let (code, r) = run_raw(&[file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let msg = r["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("is not valid JSON: EOF while parsing"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_list_instead_of_an_object_is_refused() {
+    let file = scratch("list").join("args");
+    std::fs::write(&file, "[1, 2]").unwrap();
+    let (code, r) = run_raw(&[file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(r["msg"]
+        .as_str()
+        .unwrap()
+        .ends_with("must hold a JSON object of options, not a list"));
+}
+
+#[test]
+fn unknown_option_is_refused_like_ansible_does() {
+    let (code, r) = run(
+        "unknown",
+        json!({"roto": "/", "_ansible_module_name": "nvidia_gpu_facts"}),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        r["msg"],
+        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: local_facts_path, root.")
+    );
+}
+
+#[test]
+fn wrong_type_names_the_option() {
+    let (code, r) = run("type", json!({"root": ["/"]}));
+    assert_eq!(code, 1);
+    assert!(
+        r["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("argument 'root' is of type list and we were unable to convert to path"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_root_that_is_not_a_directory_fails_clearly() {
+    let (code, r) = run("noroot", json!({"root": "/nonexistent"}));
+    assert_eq!(code, 1);
+    assert_eq!(
+        r["msg"],
+        json!("root /nonexistent is not a directory: it must be the filesystem to inspect, / on a node")
+    );
+}
+
+#[test]
+fn facts_file_is_written_once_then_unchanged() {
+    let dir = scratch("factsfile");
+    let path = dir.join("facts.d/gpu.fact");
+    let args = json!({"root": h200_root(), "local_facts_path": path});
+    let (_, first) = run("factsfile-1", args.clone());
+    assert_eq!(first["changed"], json!(true));
+    let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["nvidia_gpu_count"], json!(1));
+    assert_eq!(
+        written["nvidia_gpus"],
+        first["ansible_facts"]["nvidia_gpus"]
+    );
+    assert!(
+        written.get("node_os_family").is_none(),
+        "the file holds detection only"
+    );
+    let (_, second) = run("factsfile-2", args);
+    assert_eq!(second["changed"], json!(false));
+}
+
+#[test]
+fn check_mode_reports_the_facts_file_diff_and_writes_nothing() {
+    let dir = scratch("check");
+    let path = dir.join("facts.d/gpu.fact");
+    let args = json!({"root": h200_root(), "local_facts_path": path,
+                      "_ansible_check_mode": true, "_ansible_diff": true});
+    let (code, r) = run("check-1", args);
+    assert_eq!(code, 0);
+    assert_eq!(r["changed"], json!(true));
+    assert!(
+        !dir.join("facts.d").exists(),
+        "check mode creates nothing, not even the directory"
+    );
+    let diff = &r["diff"][0];
+    assert_eq!(diff["before"], json!(""));
+    assert!(diff["after"]
+        .as_str()
+        .unwrap()
+        .contains("\"nvidia_gpu_count\": 1"));
+    assert_eq!(diff["after_header"], json!(path.to_string_lossy()));
+}
+
+#[test]
+fn spec_flag_prints_the_argument_spec() {
+    let (code, r) = run_raw(&["--argument-spec"]);
+    assert_eq!(code, 0);
+    assert_eq!(r["module"], json!("nvidia_gpu_facts"));
+    assert_eq!(
+        r["options"]["root"],
+        json!({"type": "path", "required": false, "default": "/"})
+    );
+    assert_eq!(
+        r["options"]["local_facts_path"],
+        json!({"type": "path", "required": false})
+    );
+}
