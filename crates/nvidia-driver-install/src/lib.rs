@@ -1,0 +1,701 @@
+//! The `nvidia_driver_install` module: installs the NVIDIA driver from
+//! NVIDIA's `.run` installer kept on the node, the way air-gapped sites do.
+//!
+//! One run does one of four things, decided in this order:
+//! 1. the requested version is installed already: nothing (not even the
+//!    checksum), `changed: false`;
+//! 2. a pre-flight check fails: nothing is written or run, and every failed
+//!    check is reported with its fix;
+//! 3. nouveau is loaded: it is blacklisted and the initramfs rebuilt, and the
+//!    result asks for a reboot; the installer runs on the next run;
+//! 4. otherwise the installer runs, and the loaded driver is verified.
+//!
+//! Steps 2 to 4 hold a per-node lock, so two runs never start two installers;
+//! the second waits, then finds the version installed and does nothing.
+
+use ansible_module::{fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome};
+use node_probe::gpu::{self, Detection};
+use node_probe::kernel::ModuleType;
+use node_probe::{os, Root};
+use nvidia_driver::checksum::Checksum;
+use nvidia_driver::installer::{self, Invocation};
+use nvidia_driver::module_type::{self, Decision, GpuModel, Requested};
+use nvidia_driver::preflight::{self, Check};
+use nvidia_driver::version::{self, DriverVersion, Installed};
+use nvidia_driver::{lock, nouveau, Host, System};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub const SPEC: ModuleSpec = ModuleSpec {
+    name: "nvidia_driver_install",
+    supports_check_mode: true,
+    args: &[
+        Arg::str("version").required(),
+        Arg::path("installer"),
+        Arg::str("checksum"),
+        Arg::str("kernel_module_type")
+            .default_str("auto")
+            .choices(&["auto", "open", "proprietary"]),
+        Arg::bool("dkms").default_bool(true),
+        Arg::bool("disable_nouveau").default_bool(true),
+        Arg::bool("rebuild_initramfs").default_bool(true),
+        Arg::path("module_signing_key"),
+        Arg::path("module_signing_cert"),
+        Arg::path("kernel_source_path"),
+        Arg::list("extra_args").default(DefaultValue::EmptyList),
+        Arg::bool("force").default_bool(false),
+        Arg::path("root").default_str("/"),
+        Arg::path("log_file").default_str(installer::DEFAULT_LOG_FILE),
+        Arg::int("min_free_mb").default_int(1024),
+        Arg::path("lock_path").default_str(lock::DEFAULT_LOCK_PATH),
+        Arg::int("lock_timeout").default_int(600),
+    ],
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// The full driver version, `580.95.05`.
+    pub version: String,
+    /// The `.run` installer on the node; needed unless the version is installed.
+    pub installer: Option<PathBuf>,
+    /// `sha256:<hex>` of the installer.
+    pub checksum: Option<String>,
+    pub kernel_module_type: String,
+    pub dkms: bool,
+    pub disable_nouveau: bool,
+    pub rebuild_initramfs: bool,
+    pub module_signing_key: Option<PathBuf>,
+    pub module_signing_cert: Option<PathBuf>,
+    /// Passed as `--kernel-source-path`; the headers check looks there.
+    pub kernel_source_path: Option<PathBuf>,
+    /// Appended to the installer's command line as they are.
+    pub extra_args: Vec<String>,
+    /// Install even when the version is installed already.
+    pub force: bool,
+    /// Where the node's files are read: `/` on a node.
+    pub root: PathBuf,
+    /// The installer's log (a node path), read back when it fails.
+    pub log_file: PathBuf,
+    pub min_free_mb: i64,
+    /// A node path, under `root`.
+    pub lock_path: PathBuf,
+    /// Seconds to wait for another run; 0 refuses at once.
+    pub lock_timeout: i64,
+}
+
+/// How many log lines a failure carries.
+const LOG_TAIL_LINES: usize = 40;
+
+/// The module's entry point, on the real machine.
+pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+    install(module, &opts, &Host)
+}
+
+/// The options after the checks the argument spec cannot express.
+struct Request {
+    version: DriverVersion,
+    requested: Requested,
+    checksum: Option<Checksum>,
+    min_free_mb: u64,
+    lock_timeout: Duration,
+}
+
+impl Request {
+    fn new(opts: &Options) -> Result<Request, Failure> {
+        let version = DriverVersion::parse(&opts.version)?;
+        let requested = Requested::parse(&opts.kernel_module_type)?;
+        let checksum = opts.checksum.as_deref().map(Checksum::parse).transpose()?;
+        for (name, path) in [
+            ("installer", &opts.installer),
+            ("module_signing_key", &opts.module_signing_key),
+            ("module_signing_cert", &opts.module_signing_cert),
+            ("kernel_source_path", &opts.kernel_source_path),
+        ] {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
+                return Err(Failure::new(format!(
+                    "{name} must be an absolute path on the node, not {}",
+                    path.display()
+                )));
+            }
+        }
+        let non_negative = |name: &str, value: i64| {
+            u64::try_from(value)
+                .map_err(|_| Failure::new(format!("{name} must be 0 or more, not {value}")))
+        };
+        Ok(Request {
+            version,
+            requested,
+            checksum,
+            min_free_mb: non_negative("min_free_mb", opts.min_free_mb)?,
+            lock_timeout: Duration::from_secs(non_negative("lock_timeout", opts.lock_timeout)?),
+        })
+    }
+
+    /// Whether `installed` is what was asked for. An explicit module type
+    /// must match the loaded one too; `auto` accepts either.
+    fn is_satisfied_by(&self, installed: Option<&Installed>) -> bool {
+        let Some(installed) = installed else {
+            return false;
+        };
+        let wanted = match self.requested {
+            Requested::Auto => None,
+            Requested::Open => Some(ModuleType::Open),
+            Requested::Proprietary => Some(ModuleType::Proprietary),
+        };
+        installed.version == self.version.as_str()
+            && match (wanted, installed.module_type) {
+                (Some(wanted), Some(loaded)) => wanted == loaded,
+                _ => true,
+            }
+    }
+}
+
+/// The whole run, over any machine.
+pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<Outcome, Failure> {
+    let req = Request::new(opts)?;
+    let root = Root::new(&opts.root);
+    let check_mode = module.check_mode();
+
+    let before = version::installed(&root, sys);
+    if !opts.force && req.is_satisfied_by(before.as_ref()) {
+        return Ok(already_installed(&req, before.as_ref(), None));
+    }
+
+    let lock_path = root.path(&opts.lock_path.to_string_lossy());
+    let lock = if check_mode {
+        if let Some(holder) = lock::holder(&lock_path) {
+            module.warn(format!(
+                "another driver installation{} holds {} now: a real run would wait for it",
+                holder
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default(),
+                lock_path.display()
+            ));
+        }
+        None
+    } else {
+        let held = lock::acquire(&lock_path, req.lock_timeout).map_err(|e| {
+            Failure::new(e.to_string())
+                .value(
+                    "installed_version_before",
+                    installed_version(before.as_ref()),
+                )
+                .value("lock_path", lock_path.to_string_lossy().into_owned())
+        })?;
+        Some(held)
+    };
+    // Another run may have installed the version while this one waited (or
+    // between the first look and the lock): look again under the lock.
+    let before = if check_mode {
+        before
+    } else {
+        version::installed(&root, sys)
+    };
+    if !opts.force && req.is_satisfied_by(before.as_ref()) {
+        let note = match &lock {
+            Some(lock) if !lock.waited.is_zero() => {
+                "another run installed it while this one waited for the lock"
+            }
+            _ => "another run installed it meanwhile",
+        };
+        return Ok(already_installed(&req, before.as_ref(), Some(note)));
+    }
+
+    let detection = gpu::detect(&root);
+    for warning in &detection.warnings {
+        module.warn(warning.clone());
+    }
+    if let Some(loaded) = before
+        .as_ref()
+        .filter(|b| b.source != version::VersionSource::NvidiaSmi)
+    {
+        module.warn(format!(
+            "driver {} is loaded now: the installer unloads it first, which fails while \
+             programs use the GPUs (nvidia-persistenced, nvidia-fabricmanager, DCGM, pods): \
+             stop them or drain the node before the upgrade",
+            loaded.version
+        ));
+    }
+    let plan = plan(opts, &req, &root, sys, &detection);
+    let values = plan.values(&req.version, before.as_ref());
+
+    if let Some(msg) = preflight::summary(&plan.checks) {
+        return Err(failure(msg, values));
+    }
+    if plan.retire_nouveau {
+        return retire_nouveau(opts, &req, &root, sys, check_mode, values);
+    }
+    let argv = plan
+        .command
+        .clone()
+        .expect("pre-flight passed, so the installer and the module type are known");
+    if check_mode {
+        return Ok(with_values(
+            Outcome::new(true).msg(format!(
+                "check mode: would install NVIDIA driver {} ({} kernel modules) with `{}`",
+                req.version,
+                plan.module_type_name(),
+                argv.join(" ")
+            )),
+            values,
+        )
+        .value("commands", vec![argv]));
+    }
+    run_installer(opts, &req, &root, sys, &plan, argv, values)
+}
+
+/// `changed: false`, with the facts of the installed driver.
+fn already_installed(req: &Request, installed: Option<&Installed>, note: Option<&str>) -> Outcome {
+    let installed = installed.expect("only called when a driver is installed");
+    let mut msg = format!(
+        "NVIDIA driver {} is installed already (read from {}): nothing to do",
+        installed.version,
+        installed.source.name()
+    );
+    if let Some(note) = note {
+        msg.push_str("; ");
+        msg.push_str(note);
+    }
+    Outcome::new(false)
+        .msg(msg)
+        .fact("nvidia_driver_version", installed.version.clone())
+        .fact("nvidia_runtime_enabled", true)
+        .value("installed_version_before", installed.version.clone())
+        .value("version", req.version.as_str())
+        .value(
+            "kernel_module_type",
+            installed.module_type.map(|t| t.name()),
+        )
+        .value(
+            "kernel_module_type_reason",
+            "the requested version is installed already; the loaded module is kept",
+        )
+        .value("reboot_required", false)
+        .value("preflight", Value::Array(Vec::new()))
+        .value("command", Value::Null)
+        .value("commands", Value::Array(Vec::new()))
+}
+
+/// What this run would do, and the checks it must pass first.
+struct Plan {
+    checks: Vec<Check>,
+    decision: Result<Decision, String>,
+    retire_nouveau: bool,
+    /// The installer's argv, when this run would start it.
+    command: Option<Vec<String>>,
+}
+
+impl Plan {
+    fn module_type_name(&self) -> &'static str {
+        self.decision
+            .as_ref()
+            .map(|d| d.module_type.name())
+            .unwrap_or("unknown")
+    }
+
+    /// The return values every result after planning carries.
+    fn values(&self, version: &DriverVersion, before: Option<&Installed>) -> Map<String, Value> {
+        let mut values = Map::new();
+        values.insert("version".into(), version.as_str().into());
+        values.insert("installed_version_before".into(), installed_version(before));
+        values.insert(
+            "kernel_module_type".into(),
+            self.decision
+                .as_ref()
+                .map_or(Value::Null, |d| d.module_type.name().into()),
+        );
+        values.insert(
+            "kernel_module_type_reason".into(),
+            match &self.decision {
+                Ok(d) => d.reason.clone(),
+                Err(why) => why.clone(),
+            }
+            .into(),
+        );
+        values.insert("preflight".into(), checks_json(&self.checks));
+        values.insert(
+            "command".into(),
+            self.command.clone().map_or(Value::Null, Value::from),
+        );
+        values.insert("reboot_required".into(), false.into());
+        values
+    }
+}
+
+fn plan(
+    opts: &Options,
+    req: &Request,
+    root: &Root,
+    sys: &dyn System,
+    detection: &Detection,
+) -> Plan {
+    let node_arch = std::env::consts::ARCH;
+    let gpus: Vec<GpuModel> = detection
+        .gpus
+        .iter()
+        .map(|g| GpuModel::new(&g.pci.address, g.pci.device))
+        .collect();
+    let decision = module_type::decide(req.requested, &req.version, &gpus, node_arch);
+    let family = os::os_release(root).and_then(|o| o.family());
+    let retire_nouveau = detection.nouveau_loaded && opts.disable_nouveau;
+
+    let installer_check = preflight::installer(opts.installer.as_deref(), &req.version, node_arch);
+    let installer_ok = installer_check.ok;
+    let mut checks = vec![installer_check];
+    if let (true, Some(path), Some(sum)) = (installer_ok, &opts.installer, &req.checksum) {
+        checks.push(preflight::checksum(path, sum));
+    }
+    checks.push(preflight::kernel_module_type(&decision));
+    checks.push(preflight::nouveau(
+        detection.nouveau_loaded,
+        opts.disable_nouveau,
+    ));
+    if retire_nouveau && opts.rebuild_initramfs {
+        checks.push(preflight::initramfs_tool(sys));
+    }
+    let release = preflight::running_kernel_release(root);
+    checks.push(preflight::kernel_headers(
+        root,
+        release.as_deref(),
+        family,
+        opts.kernel_source_path.as_deref(),
+    ));
+    checks.push(preflight::compiler(sys, family));
+    checks.push(preflight::make(sys, family));
+    if opts.dkms {
+        checks.push(preflight::dkms(sys, family));
+    }
+    checks.push(preflight::secure_boot(
+        root,
+        opts.module_signing_key.as_deref(),
+        opts.module_signing_cert.as_deref(),
+    ));
+    let tmpdir = std::env::var("TMPDIR").ok();
+    checks.push(preflight::free_space(
+        root,
+        sys,
+        &preflight::space_paths(tmpdir.as_deref()),
+        req.min_free_mb,
+    ));
+    checks.push(preflight::no_other_installer(root));
+
+    let command = match (&opts.installer, &decision) {
+        (Some(path), Ok(decision)) if !retire_nouveau => Some(installer::argv(&Invocation {
+            installer: path,
+            version: &req.version,
+            module_type: decision.module_type,
+            dkms: opts.dkms,
+            signing: opts
+                .module_signing_key
+                .as_deref()
+                .zip(opts.module_signing_cert.as_deref()),
+            kernel_source_path: opts.kernel_source_path.as_deref(),
+            log_file: &opts.log_file,
+            extra_args: &opts.extra_args,
+        })),
+        _ => None,
+    };
+    Plan {
+        checks,
+        decision,
+        retire_nouveau,
+        command,
+    }
+}
+
+/// nouveau is loaded: blacklist it, rebuild the initramfs, ask for a reboot.
+fn retire_nouveau(
+    opts: &Options,
+    req: &Request,
+    root: &Root,
+    sys: &dyn System,
+    check_mode: bool,
+    values: Map<String, Value>,
+) -> Result<Outcome, Failure> {
+    let path = root.path(nouveau::BLACKLIST_PATH);
+    let mtime_before = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let file = fs::converge_file(
+        &path,
+        nouveau::BLACKLIST.as_bytes(),
+        0o644,
+        false,
+        check_mode,
+    )
+    .map_err(|e| {
+        failure(
+            format!("cannot write {}: {e}", nouveau::BLACKLIST_PATH),
+            values.clone(),
+        )
+    })?;
+    let rebuild = opts.rebuild_initramfs
+        && nouveau::initramfs_needs_rebuild(file.changed, mtime_before, nouveau::boot_time(root));
+    let initramfs = if rebuild {
+        nouveau::initramfs_command(sys)
+    } else {
+        None
+    };
+    let commands: Vec<Vec<String>> = initramfs.iter().cloned().collect();
+    let mut values = values;
+    values.insert("reboot_required".into(), true.into());
+    values.insert("blacklist_file".into(), nouveau::BLACKLIST_PATH.into());
+    values.insert("commands".into(), commands.clone().into());
+
+    if let (false, Some(argv)) = (check_mode, &initramfs) {
+        let failed = |msg: String, values: Map<String, Value>| {
+            let mut f = failure(msg, values);
+            f.values.insert("changed".into(), file.changed.into());
+            f
+        };
+        match sys.run(argv) {
+            Ok(out) if out.success() => {}
+            Ok(out) => {
+                let mut values = values.clone();
+                values.insert("rc".into(), out.status.into());
+                values.insert("stdout_lines".into(), out.tail(LOG_TAIL_LINES).into());
+                return Err(failed(
+                    format!(
+                        "nouveau is blacklisted in {}, but `{}` failed ({}): {}; nouveau would \
+                         load again from the old initramfs. Fix the initramfs tool and run this \
+                         again",
+                        nouveau::BLACKLIST_PATH,
+                        argv.join(" "),
+                        exit_status(out.status),
+                        out.tail(3).join(" / ")
+                    ),
+                    values,
+                ));
+            }
+            Err(e) => {
+                return Err(failed(
+                    format!("cannot run `{}`: {e}", argv.join(" ")),
+                    values.clone(),
+                ))
+            }
+        }
+    }
+
+    let rebuilt = initramfs
+        .as_ref()
+        .map(|argv| format!(" and rebuilt the initramfs (`{}`)", argv.join(" ")))
+        .unwrap_or_default();
+    let msg = match (check_mode, file.changed || initramfs.is_some()) {
+        (true, true) => format!(
+            "check mode: nouveau is loaded; would blacklist it in {}{}; the node would then need \
+             a reboot before driver {} can be installed",
+            nouveau::BLACKLIST_PATH,
+            rebuilt.replace("rebuilt", "rebuild"),
+            req.version
+        ),
+        (_, true) => format!(
+            "nouveau is loaded, so driver {} cannot be installed yet: blacklisted it in {}{}. \
+             Reboot the node, then run this again to install the driver",
+            req.version,
+            nouveau::BLACKLIST_PATH,
+            rebuilt
+        ),
+        (_, false) => format!(
+            "nouveau is still loaded: it is blacklisted in {} and the initramfs was rebuilt \
+             after the last boot. Reboot the node, then run this again to install driver {}",
+            nouveau::BLACKLIST_PATH,
+            req.version
+        ),
+    };
+    let mut outcome = with_values(
+        Outcome::new(file.changed || initramfs.is_some()).msg(msg),
+        values,
+    );
+    if let Some(diff) = file.diff {
+        outcome = outcome.diff(diff);
+    }
+    Ok(outcome)
+}
+
+/// Runs the installer, then checks that the new driver is the one loaded.
+fn run_installer(
+    opts: &Options,
+    req: &Request,
+    root: &Root,
+    sys: &dyn System,
+    plan: &Plan,
+    argv: Vec<String>,
+    mut values: Map<String, Value>,
+) -> Result<Outcome, Failure> {
+    let mut commands = vec![argv.clone()];
+    values.insert("commands".into(), commands.clone().into());
+    let log_path = root.path(&opts.log_file.to_string_lossy());
+    let log_before = log_stamp(&log_path);
+    let out = sys.run(&argv).map_err(|e| {
+        failure(
+            format!("cannot start the installer (`{}`): {e}", argv.join(" ")),
+            values.clone(),
+        )
+    })?;
+    if !out.success() {
+        let fresh = log_stamp(&log_path) != log_before;
+        return Err(installer_failed(opts, root, &out, fresh, values));
+    }
+
+    let module_type = plan.module_type_name();
+    let after = version::loaded(root);
+    let loaded_ok = after
+        .as_ref()
+        .is_some_and(|a| a.version == req.version.as_str());
+    if !loaded_ok {
+        let why = match &after {
+            Some(a) => format!(
+                "the kernel still runs driver {} (the old module could not be replaced while \
+                 loaded)",
+                a.version
+            ),
+            None => "no NVIDIA kernel module is loaded".to_string(),
+        };
+        values.insert("reboot_required".into(), true.into());
+        return Ok(with_values(
+            Outcome::new(true).msg(format!(
+                "installed NVIDIA driver {} ({module_type} kernel modules), but {why}: reboot \
+                 the node to load it",
+                req.version
+            )),
+            values,
+        ));
+    }
+
+    if let Some(smi) = sys.find_program("nvidia-smi") {
+        let query = version::nvidia_smi_query(&smi.to_string_lossy());
+        commands.push(query.clone());
+        values.insert("commands".into(), commands.clone().into());
+        let result = sys.run(&query);
+        let problem = match &result {
+            Ok(o) if o.success() => None,
+            Ok(o) => Some(format!(
+                "{}: {}",
+                exit_status(o.status),
+                o.tail(5).join(" / ")
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            let mut f = failure(
+                format!(
+                    "NVIDIA driver {} is installed and loaded, but nvidia-smi fails ({problem}): \
+                     check `dmesg` for NVRM errors (a GPU that fell off the bus, or firmware \
+                     that does not match the driver)",
+                    req.version
+                ),
+                values,
+            );
+            f.values.insert("changed".into(), true.into());
+            return Err(f);
+        }
+    }
+
+    let dkms = if opts.dkms {
+        ", registered with DKMS"
+    } else {
+        ""
+    };
+    Ok(with_values(
+        Outcome::new(true)
+            .msg(format!(
+                "installed NVIDIA driver {} ({module_type} kernel modules{dkms})",
+                req.version
+            ))
+            .fact("nvidia_driver_version", req.version.as_str())
+            .fact("nvidia_runtime_enabled", true),
+        values,
+    ))
+}
+
+/// The failure of the installer: its exit status, the first error it logged,
+/// and the tail of its log (or of its output, when it wrote no log).
+fn installer_failed(
+    opts: &Options,
+    root: &Root,
+    out: &nvidia_driver::Output,
+    log_is_fresh: bool,
+    mut values: Map<String, Value>,
+) -> Failure {
+    let log_node_path = opts.log_file.to_string_lossy().into_owned();
+    let log_tail = if log_is_fresh {
+        log_tail(&root.path(&log_node_path))
+    } else {
+        Vec::new()
+    };
+    let output = out.tail(LOG_TAIL_LINES);
+    let first_error = log_tail
+        .iter()
+        .chain(output.iter())
+        .find(|l| l.contains("ERROR:") || l.contains("unrecognized option"))
+        .map(|l| l.trim().to_string());
+    let mut msg = format!("the NVIDIA installer failed ({})", exit_status(out.status));
+    if let Some(error) = &first_error {
+        msg.push_str(&format!(": {error}"));
+    }
+    if log_tail.is_empty() {
+        msg.push_str(&format!(
+            ". It wrote no log to {log_node_path}; its last output:\n{}",
+            output.join("\n")
+        ));
+    } else {
+        msg.push_str(&format!(
+            ". Last lines of {log_node_path}:\n{}",
+            log_tail.join("\n")
+        ));
+    }
+    values.insert("rc".into(), out.status.into());
+    values.insert("installer_log_tail".into(), log_tail.into());
+    values.insert("installer_output".into(), output.into());
+    failure(msg, values)
+}
+
+/// Size and modification time of the log, to tell whether the installer
+/// wrote it: a log left by an earlier installation would mislead.
+fn log_stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
+/// The last lines of the installer's log.
+fn log_tail(path: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+fn exit_status(status: Option<i32>) -> String {
+    match status {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_string(),
+    }
+}
+
+fn installed_version(installed: Option<&Installed>) -> Value {
+    installed.map_or(Value::Null, |i| i.version.clone().into())
+}
+
+fn checks_json(checks: &[Check]) -> Value {
+    checks
+        .iter()
+        .map(|c| json!({"name": c.name, "ok": c.ok, "message": c.message}))
+        .collect()
+}
+
+fn failure(msg: String, values: Map<String, Value>) -> Failure {
+    let mut f = Failure::new(msg);
+    f.values = values;
+    f
+}
+
+fn with_values(mut outcome: Outcome, values: Map<String, Value>) -> Outcome {
+    outcome.values.extend(values);
+    outcome
+}
