@@ -82,7 +82,8 @@ pub fn banner_version(banner: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn banner_module_type(banner: &str) -> Option<ModuleType> {
+/// The flavour named in the banner's first line: `Open Kernel Module` or `Kernel Module`.
+pub fn banner_module_type(banner: &str) -> Option<ModuleType> {
     let first_line = banner.lines().next()?;
     if first_line.contains("Open Kernel Module") {
         Some(ModuleType::Open)

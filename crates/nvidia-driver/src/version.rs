@@ -88,7 +88,7 @@ pub struct Installed {
 /// else the banner of `/proc/driver/nvidia/version`.
 pub fn loaded(root: &Root) -> Option<Installed> {
     let banner = root.read_trimmed("/proc/driver/nvidia/version").ok();
-    let module_type = banner.as_deref().and_then(banner_module_type);
+    let module_type = banner.as_deref().and_then(kernel::banner_module_type);
     let from_sys = root
         .read_trimmed("/sys/module/nvidia/version")
         .ok()
@@ -142,18 +142,6 @@ fn nvidia_smi_version(sys: &dyn System) -> Option<Installed> {
         source: VersionSource::NvidiaSmi,
         module_type: None,
     })
-}
-
-/// `Open Kernel Module` in the banner's first line means the open flavour.
-pub fn banner_module_type(banner: &str) -> Option<ModuleType> {
-    let first = banner.lines().next()?;
-    if first.contains("Open Kernel Module") {
-        Some(ModuleType::Open)
-    } else if first.contains("Kernel Module") {
-        Some(ModuleType::Proprietary)
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]
