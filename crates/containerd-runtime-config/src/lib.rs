@@ -1,0 +1,571 @@
+//! The `containerd_runtime_config` module: containerd's CRI runtimes for
+//! Kubernetes (the NVIDIA runtime, or runc alone), configured so that
+//! containerd is never left broken.
+//!
+//! The config logic is `containerd_config`'s; this crate adds the node: which
+//! containerd is installed (it picks the config version and validates the
+//! candidate), whether the runtime binary exists, and the atomic write with a
+//! backup. Nothing is committed until containerd itself has parsed the
+//! candidate (`containerd --config CANDIDATE config dump`) and its effective
+//! configuration says what was asked.
+
+mod node;
+
+use ansible_module::fs::{read_optional, StagedFile};
+use ansible_module::{Arg, DefaultValue, Diff, Failure, Module, ModuleSpec, Outcome};
+use containerd_config::{self as config, ConfigVersion, Declared, Wanted};
+use node::Candidate;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+pub const SPEC: ModuleSpec = ModuleSpec {
+    name: "containerd_runtime_config",
+    supports_check_mode: true,
+    args: &[
+        Arg::path("path").default_str("/etc/containerd/config.toml"),
+        Arg::str("mode")
+            .default_str("template")
+            .choices(&["template", "merge", "drop_in"]),
+        Arg::bool("nvidia_runtime").required(),
+        Arg::bool("set_as_default").default_bool(true),
+        Arg::str("runtime_name").default_str("nvidia"),
+        Arg::path("runtime_path").default_str("/usr/bin/nvidia-container-runtime"),
+        Arg::bool("systemd_cgroup").default_bool(true),
+        Arg::str("config_version")
+            .default_str("auto")
+            .choices(&["auto", "2", "3"]),
+        Arg::str("template"),
+        Arg::dict("template_vars").default(DefaultValue::EmptyDict),
+        Arg::path("drop_in_path").default_str("/etc/containerd/conf.d/99-nvidia.toml"),
+        Arg::bool("require_runtime_binary").default_bool(true),
+        Arg::bool("validate"),
+        Arg::path("containerd_path"),
+        Arg::bool("backup").default_bool(true),
+    ],
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A whole config rendered from a Jinja template.
+    Template,
+    /// The existing config edited in place, comments and all.
+    Merge,
+    /// A separate file, imported by the main config.
+    DropIn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum VersionChoice {
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "2")]
+    V2,
+    #[serde(rename = "3")]
+    V3,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// containerd's main config file.
+    pub path: PathBuf,
+    pub mode: Mode,
+    /// Configure the NVIDIA runtime (true) or the standard runc runtime only.
+    pub nvidia_runtime: bool,
+    /// Make the NVIDIA runtime containerd's default (otherwise runc is).
+    pub set_as_default: bool,
+    pub runtime_name: String,
+    pub runtime_path: String,
+    /// `SystemdCgroup` on every runtime configured.
+    pub systemd_cgroup: bool,
+    pub config_version: VersionChoice,
+    /// Template mode: the template's text; `None` for the built-in one.
+    pub template: Option<String>,
+    /// Template mode: extra template variables.
+    pub template_vars: Map<String, Value>,
+    /// Drop-in mode: the file the main config imports.
+    pub drop_in_path: PathBuf,
+    /// Refuse to configure an NVIDIA runtime whose binary is missing.
+    pub require_runtime_binary: bool,
+    /// Check the candidate with `containerd config dump` before it replaces
+    /// the real file; `None` (auto) when a containerd binary is found.
+    pub validate: Option<bool>,
+    /// The containerd binary; `None` to search `$PATH` and the usual places.
+    pub containerd_path: Option<PathBuf>,
+    /// Keep the previous file as `<path>.<pid>.<date>@<time>~`.
+    pub backup: bool,
+}
+
+/// One file the run produces, in the order they are committed.
+struct Planned {
+    path: PathBuf,
+    before: Option<Vec<u8>>,
+    after: String,
+}
+
+impl Planned {
+    fn changed(&self) -> bool {
+        self.before.as_deref() != Some(self.after.as_bytes())
+    }
+}
+
+/// Configures containerd's runtimes as the options ask.
+pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+    let wanted = Wanted {
+        nvidia_runtime: opts.nvidia_runtime,
+        set_as_default: opts.set_as_default,
+        runtime_name: opts.runtime_name.clone(),
+        runtime_path: opts.runtime_path.clone(),
+        systemd_cgroup: opts.systemd_cgroup,
+    };
+    wanted.check().map_err(|e| Failure::new(e.to_string()))?;
+    check_paths(&opts)?;
+    if opts.mode != Mode::Template {
+        if opts.template.is_some() {
+            module.warn("template is used only with mode: template; it is ignored");
+        }
+        if !opts.template_vars.is_empty() {
+            module.warn("template_vars is used only with mode: template; it is ignored");
+        }
+    }
+    let check_mode = module.check_mode();
+
+    let containerd = match &opts.containerd_path {
+        Some(path) => match node::not_executable(path) {
+            None => Some(path.clone()),
+            Some(why) => {
+                return Err(Failure::new(format!(
+                    "containerd_path {} {why}",
+                    path.display()
+                )))
+            }
+        },
+        None => node::find_containerd(),
+    };
+    let containerd_version = match &containerd {
+        Some(bin) => match node::containerd_version(bin) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                module.warn(why);
+                None
+            }
+        },
+        None => None,
+    };
+    if wanted.nvidia_runtime && opts.require_runtime_binary {
+        check_runtime_binary(module, &opts.runtime_path, check_mode)?;
+    }
+
+    let main_path = opts.path.to_string_lossy().into_owned();
+    let main_before = read_file(&opts.path)?;
+    let main_text = main_before
+        .as_deref()
+        .map(|bytes| utf8(bytes, &main_path))
+        .transpose()?;
+    let declared = match main_text {
+        None => None,
+        Some(text) => match config::declared_version(text, &main_path) {
+            Ok(d) => Some(d),
+            // A template replaces the file whole, a broken one included.
+            Err(e) if opts.mode == Mode::Template => {
+                module.warn(format!("{e}; the rendered template replaces it"));
+                None
+            }
+            Err(e) => return Err(nothing_written(e)),
+        },
+    };
+    let asked = match opts.config_version {
+        VersionChoice::Auto => None,
+        VersionChoice::V2 => Some(ConfigVersion::V2),
+        VersionChoice::V3 => Some(ConfigVersion::V3),
+    };
+    let version = config::choose_version(
+        asked,
+        declared.map(|d| (d, main_path.as_str())),
+        opts.mode != Mode::Template && declared != Some(Declared::Unversioned),
+        containerd_version.as_ref(),
+    )
+    .map_err(nothing_written)?;
+    if let Some(cv) = &containerd_version {
+        if !version.read_by(cv) {
+            return Err(Failure::new(format!(
+                "config version {version} needs containerd {}.0 or later, and {} is {}: it \
+                 would not find the CRI runtime settings (set config_version: 2)",
+                version.min_containerd_major(),
+                containerd
+                    .as_deref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                cv.text
+            )));
+        }
+    }
+
+    let mut notes = Vec::new();
+    let plan = plan(
+        &opts,
+        &wanted,
+        version,
+        main_text,
+        main_before.as_deref(),
+        &mut notes,
+    )?;
+    let changed = plan.iter().any(Planned::changed);
+
+    let validate = opts.validate.unwrap_or(containerd.is_some());
+    let validator = match (&containerd, validate) {
+        (Some(bin), true) => Some(bin.as_path()),
+        (None, true) if changed && check_mode => {
+            module.warn(
+                "validate: true, but no containerd binary was found; the real run fails \
+                 unless containerd is installed by then",
+            );
+            None
+        }
+        (None, true) if changed => {
+            return Err(Failure::new(
+                "validate: true, but no containerd binary was found on PATH or in /usr/bin, \
+                 /usr/local/bin, /bin (set containerd_path, or validate: false); nothing written",
+            ))
+        }
+        _ => None,
+    };
+
+    let mut outcome = Outcome::new(changed);
+    let mut backups: Vec<Option<PathBuf>> = vec![None; plan.len()];
+    if changed {
+        if check_mode {
+            if let Some(bin) = validator {
+                validate_in_memory(bin, &opts, &wanted, &plan)?;
+            }
+        } else {
+            backups = commit(validator, &opts, &wanted, &plan)?;
+        }
+        for file in plan.iter().filter(|f| f.changed()) {
+            outcome = outcome.diff(Diff::of_file(
+                &file.path.to_string_lossy(),
+                file.before.as_deref(),
+                file.after.as_bytes(),
+            ));
+        }
+    }
+
+    let shown = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or(Value::Null, |p| p.to_string_lossy().into_owned().into())
+    };
+    let main_index = plan.len() - 1;
+    outcome = outcome
+        .msg(message(&opts, &plan, version, &wanted, check_mode, &notes))
+        .value("restart_required", changed)
+        .value("config_version", version.number())
+        .value("default_runtime", wanted.default_runtime())
+        .value("backup_file", shown(&backups[main_index]))
+        .value("validated", changed && validator.is_some())
+        .value(
+            "containerd_version",
+            containerd_version.map_or(Value::Null, |v| v.text.into()),
+        );
+    if opts.mode == Mode::DropIn {
+        outcome = outcome
+            .value(
+                "drop_in_path",
+                opts.drop_in_path.to_string_lossy().into_owned(),
+            )
+            .value("drop_in_backup_file", shown(&backups[0]));
+    }
+    Ok(outcome)
+}
+
+fn check_paths(opts: &Options) -> Result<(), Failure> {
+    if !opts.path.is_absolute() {
+        return Err(Failure::new(format!(
+            "path must be absolute, got {}",
+            opts.path.display()
+        )));
+    }
+    if opts.mode == Mode::DropIn {
+        if !opts.drop_in_path.is_absolute() {
+            return Err(Failure::new(format!(
+                "drop_in_path must be absolute, got {}",
+                opts.drop_in_path.display()
+            )));
+        }
+        if opts.drop_in_path == opts.path {
+            return Err(Failure::new(
+                "drop_in_path must not be the main config's path",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The NVIDIA runtime must exist before containerd is told to use it: a
+/// default runtime that cannot start fails every pod on the node.
+fn check_runtime_binary(
+    module: &mut Module,
+    runtime_path: &str,
+    check_mode: bool,
+) -> Result<(), Failure> {
+    let path = Path::new(runtime_path);
+    let why = if path.is_absolute() {
+        node::not_executable(path)
+    } else {
+        Some("is not an absolute path, so its existence cannot be checked")
+    };
+    let Some(why) = why else { return Ok(()) };
+    let msg = format!(
+        "the NVIDIA runtime binary {runtime_path} {why}: install the NVIDIA Container Toolkit \
+         (nvidia-container-toolkit) first, or set runtime_path to where it is. containerd \
+         would fail every pod that uses a runtime it cannot start; set \
+         require_runtime_binary: false to configure it anyway"
+    );
+    if check_mode {
+        // In check mode an earlier task that installs it has not run.
+        module.warn(format!(
+            "{msg} (check mode: the real run fails unless it is installed by then)"
+        ));
+        Ok(())
+    } else {
+        Err(Failure::new(msg))
+    }
+}
+
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, Failure> {
+    read_optional(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))
+}
+
+fn utf8<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str, Failure> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        Failure::new(format!(
+            "{origin} is not UTF-8 text ({e}), so it is not a containerd config; nothing written"
+        ))
+    })
+}
+
+fn nothing_written(e: config::Error) -> Failure {
+    Failure::new(format!("{e}; nothing written"))
+}
+
+/// The files to produce: for drop_in the drop-in, then the main config
+/// (committed in that order, so the main file never imports a drop-in that
+/// was not written); for the other modes the main config alone.
+fn plan(
+    opts: &Options,
+    wanted: &Wanted,
+    version: ConfigVersion,
+    main_text: Option<&str>,
+    main_before: Option<&[u8]>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Planned>, Failure> {
+    let main_path = opts.path.to_string_lossy().into_owned();
+    let main = |after: String| Planned {
+        path: opts.path.clone(),
+        before: main_before.map(<[u8]>::to_vec),
+        after,
+    };
+    match opts.mode {
+        Mode::Template => {
+            let (name, source) = match &opts.template {
+                Some(text) => ("given in `template`", text.as_str()),
+                None => config::builtin_template(wanted.nvidia_runtime),
+            };
+            let text = config::render(name, source, wanted, version, &opts.template_vars)
+                .map_err(nothing_written)?;
+            config::verify(
+                &text,
+                &format!("the rendered template {name}"),
+                wanted,
+                version,
+            )
+            .map_err(nothing_written)?;
+            Ok(vec![main(text)])
+        }
+        Mode::Merge => {
+            let edit =
+                config::merge(main_text, &main_path, wanted, version).map_err(nothing_written)?;
+            config::verify(&edit.text, &main_path, wanted, version).map_err(nothing_written)?;
+            notes.extend(edit.notes);
+            Ok(vec![main(edit.text)])
+        }
+        Mode::DropIn => {
+            let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
+            let drop_in_before = read_file(&opts.drop_in_path)?;
+            let drop_in =
+                config::drop_in(main_text, &main_path, wanted, version).map_err(nothing_written)?;
+            config::verify(&drop_in, &drop_in_path, wanted, version).map_err(nothing_written)?;
+            let edit = config::add_import(main_text, &main_path, &drop_in_path, version)
+                .map_err(nothing_written)?;
+            notes.extend(edit.notes);
+            Ok(vec![
+                Planned {
+                    path: opts.drop_in_path.clone(),
+                    before: drop_in_before,
+                    after: drop_in,
+                },
+                main(edit.text),
+            ])
+        }
+    }
+}
+
+/// Check mode: containerd reads the candidates from stdin, as nothing may be
+/// written. A drop-in is checked alone (it must configure the runtimes by
+/// itself) and the main config without it.
+fn validate_in_memory(
+    containerd: &Path,
+    opts: &Options,
+    wanted: &Wanted,
+    plan: &[Planned],
+) -> Result<(), Failure> {
+    let main_path = opts.path.to_string_lossy().into_owned();
+    let main = plan.last().expect("the main config is always planned");
+    let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
+    let dropped = (opts.mode == Mode::DropIn).then_some(drop_in_path.as_str());
+    if let [drop_in, _] = plan {
+        let dump = node::config_dump(containerd, Candidate::Text(&drop_in.after))
+            .map_err(|e| rejected(&drop_in_path, e))?;
+        config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
+    }
+    let copy =
+        config::validation_copy(&main.after, &main_path, dropped, None).map_err(nothing_written)?;
+    let dump = node::config_dump(containerd, Candidate::Text(&copy))
+        .map_err(|e| rejected(&main_path, e))?;
+    if opts.mode != Mode::DropIn {
+        config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
+    }
+    Ok(())
+}
+
+/// Stages every changed file beside its target, has containerd check the
+/// staged set, then commits: drop-in first, main config last. Returns each
+/// planned file's backup.
+fn commit(
+    containerd: Option<&Path>,
+    opts: &Options,
+    wanted: &Wanted,
+    plan: &[Planned],
+) -> Result<Vec<Option<PathBuf>>, Failure> {
+    let mut staged = Vec::with_capacity(plan.len());
+    for file in plan {
+        staged.push(if file.changed() {
+            Some(stage(&file.path, &file.after)?)
+        } else {
+            None
+        });
+    }
+    if let Some(bin) = containerd {
+        let main_path = opts.path.to_string_lossy().into_owned();
+        let main = staged.last().expect("the main config is always planned");
+        if opts.mode == Mode::DropIn {
+            // The staged main file imports the real drop-in path; check a
+            // copy that imports the staged drop-in instead.
+            let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
+            let new_drop_in = staged[0].as_ref().map_or(drop_in_path.clone(), |s| {
+                s.path().to_string_lossy().into_owned()
+            });
+            let main_after = &plan[plan.len() - 1].after;
+            let copy = config::validation_copy(
+                main_after,
+                &main_path,
+                Some(&drop_in_path),
+                Some(&new_drop_in),
+            )
+            .map_err(nothing_written)?;
+            let check = stage(&opts.path.with_extension("toml.check"), &copy)?;
+            let dump = node::config_dump(bin, Candidate::File(check.path()))
+                .map_err(|e| rejected(&main_path, e))?;
+            config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
+            // Everything else must be as it is without the drop-in.
+            let without =
+                config::validation_copy(main_after, &main_path, Some(&drop_in_path), None)
+                    .map_err(nothing_written)?;
+            let baseline = node::config_dump(bin, Candidate::Text(&without))
+                .map_err(|e| rejected(&main_path, e))?;
+            let lost =
+                config::unrelated_changes(&baseline, &dump, wanted).map_err(nothing_written)?;
+            if !lost.is_empty() {
+                return Err(Failure::new(format!(
+                    "importing {drop_in_path} would change more than the runtimes in containerd's \
+                     effective configuration: {}; nothing written",
+                    lost.join("; ")
+                )));
+            }
+        } else if let Some(candidate) = main {
+            let dump = node::config_dump(bin, Candidate::File(candidate.path()))
+                .map_err(|e| rejected(&main_path, e))?;
+            config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
+        }
+    }
+    let mut backups = Vec::with_capacity(plan.len());
+    for (file, staged) in plan.iter().zip(staged) {
+        backups.push(match staged {
+            Some(s) => s.commit(opts.backup).map_err(|e| {
+                Failure::new(format!("cannot replace {}: {e}", file.path.display()))
+            })?,
+            None => None,
+        });
+    }
+    Ok(backups)
+}
+
+fn stage(path: &Path, text: &str) -> Result<StagedFile, Failure> {
+    StagedFile::stage(path, text.as_bytes(), 0o644).map_err(|e| {
+        Failure::new(format!(
+            "cannot write a temporary file beside {}: {e}; nothing written",
+            path.display()
+        ))
+    })
+}
+
+fn rejected(path: &str, why: String) -> Failure {
+    Failure::new(format!(
+        "containerd rejects the new configuration for {path}, so it was not written: {why}"
+    ))
+}
+
+fn overridden(path: &str, e: config::Error) -> Failure {
+    Failure::new(format!(
+        "{e}. containerd accepts the new {path}, but another file it imports overrides these \
+         settings; nothing written"
+    ))
+}
+
+fn message(
+    opts: &Options,
+    plan: &[Planned],
+    version: ConfigVersion,
+    wanted: &Wanted,
+    check_mode: bool,
+    notes: &[String],
+) -> String {
+    let changed: Vec<String> = plan
+        .iter()
+        .filter(|f| f.changed())
+        .map(|f| f.path.display().to_string())
+        .collect();
+    let mut msg = if changed.is_empty() {
+        format!(
+            "{} already has the {} runtime as default (config version {version})",
+            opts.path.display(),
+            wanted.default_runtime()
+        )
+    } else {
+        format!(
+            "{} {}: default runtime {}, config version {version}; containerd must be restarted",
+            if check_mode {
+                "would update"
+            } else {
+                "updated"
+            },
+            changed.join(" and "),
+            wanted.default_runtime()
+        )
+    };
+    for note in notes {
+        msg.push_str("; ");
+        msg.push_str(note);
+    }
+    msg
+}
