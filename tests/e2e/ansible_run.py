@@ -1,0 +1,135 @@
+"""Runs ansible-playbook and ansible from the project folder, as a user
+would, against a sandbox inventory; isolated from the user's and from other
+runs: its own fact cache, SSH control sockets and local temp folder. Every
+task result is recorded as JSON by callback_plugins/record_results.py."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv/bin"
+CALLBACKS = Path(__file__).resolve().parent / "callback_plugins"
+PLAYBOOK_TIMEOUT = 600
+
+
+@dataclasses.dataclass
+class Run:
+    cmd: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+    results: list[dict]
+    stats: dict[str, dict]
+
+    @property
+    def output(self) -> str:
+        return f"$ {' '.join(self.cmd)}\n--- rc={self.rc}\n--- stdout:\n{self.stdout}\n--- stderr:\n{self.stderr}"
+
+    def expect_ok(self) -> "Run":
+        assert self.rc == 0, self.output
+        return self
+
+    def expect_failed(self) -> "Run":
+        assert self.rc != 0, self.output
+        return self
+
+    def host_results(self, host: str) -> list[dict]:
+        return [r for r in self.results if r["host"] == host]
+
+    def result(self, host: str, task: str) -> dict:
+        """The last result on `host` of the task named `task`, with or without
+        its "role : " prefix; else of the one task whose name contains it."""
+        results = self.host_results(host)
+        found = [r for r in results if r["task"] == task or r["task"].endswith(f" : {task}")]
+        if not found:
+            found = [r for r in results if task in r["task"]]
+            names = sorted({r["task"] for r in found})
+            assert len(names) <= 1, f"{task!r} names several tasks on {host}: {names}"
+        assert found, f"no result of a task named like {task!r} on {host}\n{self.output}"
+        return found[-1]
+
+    def changed_tasks(self, host: str) -> list[str]:
+        return [r["task"] for r in self.host_results(host) if r["changed"]]
+
+
+class Ansible:
+    """One user's Ansible on the controller: runs keep their fact cache
+    (like the project's ./.facts_cache) until close()."""
+
+    def __init__(self, inventory: Path, workdir: Path):
+        self.inventory = Path(inventory)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.fact_cache = self.workdir / "facts"
+        # ssh's control sockets: a short path (a socket path has at most 107 bytes).
+        self.control_dir = Path(tempfile.mkdtemp(prefix="gs-cp-"))
+        self.runs = 0
+
+    def close(self):
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+    def env(self, extra: dict | None = None) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+        env.update({
+            "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.fact_cache),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_dir),
+            "ANSIBLE_LOCAL_TEMP": str(self.workdir / "ansible-tmp"),
+            "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
+            "ANSIBLE_CALLBACKS_ENABLED": "record_results",
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        })
+        env.update(extra or {})
+        return env
+
+    def _run(self, cmd: list[str], env: dict | None) -> Run:
+        self.runs += 1
+        record = self.workdir / f"run{self.runs}.json"
+        env = self.env(env)
+        env["RECORD_RESULTS_PATH"] = str(record)
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT)
+        data = json.loads(record.read_text()) if record.exists() else {"results": [], "stats": {}}
+        (self.workdir / f"run{self.runs}.log").write_text(f"$ {' '.join(cmd)}\n{p.stdout}\n--- stderr\n{p.stderr}")
+        return Run(cmd, p.returncode, p.stdout, p.stderr, data["results"], data["stats"])
+
+    def playbook(self, playbook, *args: str, inventory: Path | None = None, env: dict | None = None) -> Run:
+        cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory or self.inventory), str(playbook), *args]
+        return self._run(cmd, env)
+
+    def adhoc(self, pattern: str, module: str, module_args: str | None = None, *args: str,
+              inventory: Path | None = None, env: dict | None = None) -> Run:
+        cmd = [str(VENV_BIN / "ansible"), "-i", str(inventory or self.inventory), pattern, "-m", module]
+        if module_args is not None:
+            cmd += ["-a", module_args]
+        return self._run(cmd + list(args), env)
+
+    def cached_facts(self, host: str) -> dict:
+        """What the jsonfile fact cache holds for `host` (ansible-core 2.19
+        writes s1_<host> holding {"__payload__": "<json>"}; older ones <host>)."""
+        for path in sorted(self.fact_cache.glob(f"*{host}")):
+            if re.fullmatch(rf"(s\d+_)?{re.escape(host)}", path.name):
+                data = json.loads(path.read_text())
+                return untag(json.loads(data["__payload__"]) if "__payload__" in data else data)
+        raise AssertionError(f"no cached facts for {host} in {self.fact_cache}: {os.listdir(self.fact_cache)}")
+
+
+def untag(value):
+    """The plain value of ansible-core 2.19's serialized tagged values
+    ({"__ansible_type": "_AnsibleTaggedStr", "tags": [...], "value": "..."})."""
+    if isinstance(value, dict):
+        if "__ansible_type" in value and "value" in value:
+            return untag(value["value"])
+        return {k: untag(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [untag(v) for v in value]
+    return value

@@ -1,0 +1,32 @@
+"""The playbook and the example inventory as users get them: they parse, and
+they mean what their comments say. No nodes needed."""
+import json
+import subprocess
+
+from ansible_run import REPO, VENV_BIN
+
+
+def run(*cmd, ansible):
+    p = subprocess.run([str(VENV_BIN / cmd[0]), *cmd[1:]], cwd=REPO, env=ansible.env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"{cmd}\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def test_site_yml_passes_the_syntax_check(ansible_factory):
+    user = ansible_factory(REPO / "inventory.example.ini")
+    out = run("ansible-playbook", "-i", "inventory.example.ini", "playbooks/site.yml", "--syntax-check", ansible=user)
+    assert "playbook: playbooks/site.yml" in out
+
+
+def test_example_inventory_has_the_documented_groups_and_no_override(ansible_factory):
+    user = ansible_factory(REPO / "inventory.example.ini")
+    inventory = json.loads(run("ansible-inventory", "-i", "inventory.example.ini", "--playbook-dir", "playbooks",
+                               "--list", ansible=user))
+    assert inventory["gpu_nodes"]["hosts"] == ["gpu1", "gpu2"]
+    assert inventory["cpu_nodes"]["hosts"] == ["cpu1", "cpu2"]
+    hostvars = inventory["_meta"]["hostvars"]
+    assert not [h for h, v in hostvars.items() if "has_nvidia_gpu" in v], "detection decides unless the user says"
+    for host in ("gpu1", "cpu1"):
+        assert hostvars[host]["driver_version"] == "580.159.04"
+        assert hostvars[host]["install_gpu_driver"] is False

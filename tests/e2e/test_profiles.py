@@ -1,0 +1,74 @@
+"""Every hardware profile through the module ad hoc and through the setup
+playbook: the right facts, the right GPU mode, and for a node of an
+architecture no module is built for, a clear error."""
+import pytest
+
+PROFILES = ["cpu", "h200", "hgx-h100", "consumer", "vfio", "amd", "gh200", "riscv64"]
+HOSTS = {f"worker{i}": p for i, p in enumerate(PROFILES, start=1)}
+RUNTIME = "/usr/bin/nvidia-container-runtime"
+
+# profile: (gpu count, nvswitches, driver version, driver loaded, GPU driver binding, architecture)
+EXPECTED = {
+    "cpu": (0, 0, None, False, None, "x86_64"),
+    "h200": (1, 0, "580.159.04", True, "nvidia", "x86_64"),
+    "hgx-h100": (8, 4, "570.124.06", True, "nvidia", "x86_64"),
+    "consumer": (1, 0, None, False, "nouveau", "x86_64"),
+    "vfio": (1, 0, None, False, "vfio-pci", "x86_64"),
+    "amd": (0, 0, None, False, None, "x86_64"),
+    "gh200": (1, 0, "580.159.04", True, "nvidia", "aarch64"),
+}
+
+
+@pytest.fixture(scope="module")
+def sb(sandbox_factory):
+    return sandbox_factory(PROFILES)
+
+
+def test_adhoc_module_reports_each_profile(sb, ansible_factory):
+    run = ansible_factory(sb.inventory).adhoc("all", "nvidia_gpu_facts")
+    assert run.rc != 0, "the riscv64 node fails"
+    for host, profile in HOSTS.items():
+        result = run.result(host, "nvidia_gpu_facts")
+        if profile == "riscv64":
+            assert result["status"] == "failed"
+            assert result["result"]["msg"] == (
+                "nvidia_gpu_facts cannot run on this node: its architecture is 'riscv64'; "
+                "supported architectures: aarch64, x86_64")
+            continue
+        assert result["status"] == "ok", result
+        facts = result["result"]["ansible_facts"]
+        count, nvswitches, driver, loaded, binding, arch = EXPECTED[profile]
+        got = (facts["nvidia_gpu_count"], facts["nvidia_nvswitch_count"], facts["nvidia_driver_version"],
+               facts["nvidia_driver_loaded"], facts["nvidia_gpus"][0]["driver"] if facts["nvidia_gpus"] else None,
+               facts["node_architecture"])
+        assert got == EXPECTED[profile], f"{host} ({profile}): {facts}"
+        assert facts["nvidia_gpu_present"] is (count > 0)
+        assert facts["nvidia_container_runtime_path"] == (RUNTIME if sb.node(host).profile.container_runtime else None)
+        # The binary of the node's architecture was sent (the node's cache was empty).
+        assert result["result"]["module_binary"]["architecture"] == arch
+        assert result["result"]["module_binary"]["transferred"] is True
+        assert "has_nvidia_gpu" not in facts
+    gh200 = run.result("worker7", "nvidia_gpu_facts")["result"]["ansible_facts"]
+    assert gh200["nvidia_gpus"][0]["name"] == "NVIDIA GH200 480GB"
+    assert gh200["nvidia_gpus"][0]["pci_address"] == "0009:01:00.0"
+
+
+def test_setup_playbook_decides_each_profile(sb, site, ansible_factory):
+    user = ansible_factory(sb.inventory)
+    run = user.playbook(site, "-l", "all:!worker8")
+    run.expect_ok()
+    for host, profile in HOSTS.items():
+        if profile == "riscv64":
+            continue
+        facts = user.cached_facts(host)
+        assert facts["gpu_node_enabled"] is (EXPECTED[profile][0] > 0), f"{host} ({profile})"
+        assert facts["gpu_node_mode_source"] == "detected"
+    second = user.playbook(site, "-l", "all:!worker8").expect_ok()
+    assert all(s["changed"] == 0 for s in second.stats.values()), second.output
+
+
+def test_setup_playbook_stops_on_an_unsupported_architecture(sb, site, ansible_factory):
+    run = ansible_factory(sb.inventory).playbook(site, "-l", "worker8").expect_failed()
+    result = run.result("worker8", "install_os_package : Detect the node's NVIDIA GPUs and write them to the local facts file")
+    assert "its architecture is 'riscv64'" in result["result"]["msg"]
+    assert run.stats["worker8"]["failures"] == 1
