@@ -43,6 +43,10 @@ test-rust:
 test-ansible:
 	$(PYTHON) -m pytest -q tests
 
+## demo: 3 sandbox nodes (cpu, h200, hgx-h100), site.yml over SSH, one line per node; stopped even on failure
+demo: deps build
+	$(PYTHON) tests/demo.py
+
 ## lint: formatting and clippy with warnings denied
 lint:
 	cargo fmt --all -- --check
@@ -50,11 +54,12 @@ lint:
 
 deps: deps-system deps-python
 
-# Debian packages the tests drive for real: sshd for the sandbox nodes,
+# Debian packages the tests drive for real: sshd for the sandbox nodes (ssh,
+# ssh-keygen to reach them),
 # containerd to validate configs, qemu to run the aarch64 modules, file.
 deps-system:
 	@missing=""; \
-	for pair in sshd:openssh-server containerd:containerd qemu-aarch64-static:qemu-user-static file:file; do \
+	for pair in sshd:openssh-server ssh-keygen:openssh-client containerd:containerd qemu-aarch64-static:qemu-user-static file:file; do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
