@@ -30,3 +30,20 @@ def test_example_inventory_has_the_documented_groups_and_no_override(ansible_fac
     for host in ("gpu1", "cpu1"):
         assert hostvars[host]["driver_version"] == "580.159.04"
         assert hostvars[host]["install_gpu_driver"] is False
+
+
+def test_role_defaults_and_argument_specs_agree():
+    """Every default of install_os_package is declared in its argument spec
+    (so its type is checked) with the same default, and nothing more."""
+    import yaml
+
+    role = REPO / "roles/install_os_package"
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    options = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert sorted(options) == sorted([*defaults, "has_nvidia_gpu"])
+    assert "has_nvidia_gpu" not in defaults, "a default would make the override always set"
+    for name, value in defaults.items():
+        if isinstance(value, str) and "{{" in value:
+            assert "default" not in options[name], name
+        else:
+            assert options[name].get("default") == value, name

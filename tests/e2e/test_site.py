@@ -2,6 +2,7 @@
 HGX H100 board and a consumer card on nouveau. Real ansible-playbook runs over
 real SSH; the nodes' filesystems are read from the host."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,13 +49,23 @@ def sb(sandbox_factory):
     return sandbox_factory(PROFILES)
 
 
+# Files the playbook writes on nodes; this machine's own must not change.
+HOST_FILES = [Path(FACTS_FILE), Path("/etc/containerd/config.toml")]
+
+
+def host_state():
+    return {p: p.read_bytes() if p.exists() else None for p in HOST_FILES}
+
+
 @pytest.fixture(scope="module")
 def converged(sb, site, tmp_path_factory):
     """One user runs the setup playbook twice on fresh nodes."""
     sb.reset()
+    host_before = host_state()
     user = Ansible(sb.inventory, tmp_path_factory.mktemp("converged"))
     first = user.playbook(site)
     second = user.playbook(site)
+    assert host_state() == host_before, "the nodes' files are theirs: this machine's stay as they were"
     yield user, first, second
     user.close()
 
@@ -157,3 +168,24 @@ def test_changed_hardware_is_seen_on_the_next_run_of_that_node_only(sb, site, an
         assert run.stats[host]["changed"] == 0, host
     assert user.cached_facts("worker2")["nvidia_driver_version"] == "580.200.01"
     assert json.loads(h200.path(FACTS_FILE).read_text())["nvidia_driver_version"] == "580.200.01"
+
+
+def test_toolkit_is_installed_on_gpu_nodes_only_and_check_mode_stays_honest(sb, site, ansible_factory):
+    """With the toolkit's install on (the sandbox turns it off: its nodes reach
+    no NVIDIA repository), --check runs the toolkit tasks on the GPU node only;
+    apt cannot know a package of a repository that check mode did not add, and
+    that error is ignored in check mode only."""
+    sb.reset(["worker1", "worker2"])
+    before = {n: sb.node(n).upper_hash(exclude=(MODULE_CACHE,)) for n in ("worker1", "worker2")}
+    run = ansible_factory(sb.inventory).playbook(
+        site, "-l", "worker1,worker2", "--check",
+        "-e", "nvidia_container_toolkit_install=true", "-e", "nvidia_container_toolkit_repo_manage=false").expect_ok()
+    include = "install_os_package : Install the NVIDIA container toolkit on a GPU node"
+    assert run.result("worker1", include)["status"] == "skipped"
+    assert run.result("worker2", include)["status"] == "ok"
+    apt = run.result("worker2", "install_os_package : Install the NVIDIA container toolkit with apt")
+    assert apt["status"] == "ignored" and "nvidia-container-toolkit" in apt["result"]["msg"], apt
+    for name in ("worker1", "worker2"):
+        after = sb.node(name).upper_hash(exclude=(MODULE_CACHE,))
+        after.pop("/root/.ansible", None)
+        assert after == before[name], name
