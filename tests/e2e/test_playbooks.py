@@ -3,6 +3,8 @@ they mean what their comments say. No nodes needed."""
 import json
 import subprocess
 
+import pytest
+
 from ansible_run import REPO, VENV_BIN
 
 
@@ -32,18 +34,22 @@ def test_example_inventory_has_the_documented_groups_and_no_override(ansible_fac
         assert hostvars[host]["install_gpu_driver"] is False
 
 
-def test_role_defaults_and_argument_specs_agree():
-    """Every default of install_os_package is declared in its argument spec
-    (so its type is checked) with the same default, and nothing more."""
+@pytest.mark.parametrize("role_name", ["install_os_package", "install_containerd", "gpu_node_mode"])
+def test_role_defaults_and_argument_specs_agree(role_name):
+    """Every default of a role is declared in its argument spec (so its type
+    is checked) with the same default, and nothing more but has_nvidia_gpu."""
     import yaml
 
-    role = REPO / "roles/install_os_package"
-    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    role = REPO / "roles" / role_name
+    defaults_file = role / "defaults/main.yml"
+    defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.exists() else {}
     options = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     assert sorted(options) == sorted([*defaults, "has_nvidia_gpu"])
     assert "has_nvidia_gpu" not in defaults, "a default would make the override always set"
     for name, value in defaults.items():
         if isinstance(value, str) and "{{" in value:
             assert "default" not in options[name], name
+        elif value is None:
+            assert "default" not in options[name] and not options[name].get("required"), name
         else:
             assert options[name].get("default") == value, name
