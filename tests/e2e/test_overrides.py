@@ -104,8 +104,11 @@ def test_tagged_run_decides_from_the_cached_detection(sb, site, ansible_factory)
     assert run_decisions(run) == {h: (d, "detected") for h, d in DETECTED.items()}
 
 
-def test_tagged_run_without_any_detection_says_what_to_do(sb, site, ansible_factory):
+def test_tagged_run_without_any_detection_detects_the_node_itself(sb, site, ansible_factory):
+    """--tags packages with an empty fact cache: gpu_node_mode detects each
+    node (its OS decides the packages) and the decision is the detection."""
     user = ansible_factory(sb.inventory)  # an empty fact cache
-    run = user.playbook(site, "--tags", "packages").expect_failed()
-    msg = run.result("worker1", "Check that the node has been detected")["result"]["msg"]
-    assert "No GPU detection for this node" in msg and "--tags gpu" in msg, msg
+    run = user.playbook(site, "--tags", "packages").expect_ok()
+    ran = [r["host"] for r in run.results if r["action"] == "nvidia_gpu_facts" and r["status"] != "skipped"]
+    assert sorted(ran) == sorted(DETECTED), "each node detected once, by gpu_node_mode"
+    assert run_decisions(run) == {h: (d, "detected") for h, d in DETECTED.items()}
