@@ -579,7 +579,7 @@ fn push_like_last(array: &mut Array, entry: &str) {
 
 /// Go's `filepath.Match`, which containerd uses for glob imports: `*` and
 /// `?` never match `/`; `[...]` classes with ranges and `^` negation.
-fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     fn class(p: &[char], c: char) -> Option<(bool, usize)> {
         // p starts after '['; returns (matched, chars consumed incl. ']').
         let mut i = 0;

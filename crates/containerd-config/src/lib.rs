@@ -13,6 +13,9 @@
 //! [`verify`] then checks that a candidate really sets what was asked, and
 //! [`verify_effective`] checks the same on `containerd config dump` output,
 //! and [`unrelated_changes`] that nothing else changed there.
+//! [`report_dump`] and [`report_files`] only read: what the current
+//! configuration says about the runtimes, as containerd merged it or as the
+//! files would merge.
 //! Everything that differs between config version 2 (containerd 1.x) and 3
 //! (containerd 2.x) lives in [`ConfigVersion`].
 //!
@@ -24,12 +27,14 @@ mod check;
 mod edit;
 mod error;
 mod render;
+mod report;
 mod version;
 
 pub use check::{unrelated_changes, verify, verify_effective};
 pub use edit::{add_import, drop_in, import_covers, merge, validation_copy, Edit};
 pub use error::Error;
 pub use render::{builtin_template, render, TemplateVars, MODULE_VARIABLES};
+pub use report::{report_dump, report_files, ConfigFiles, Report, RuntimeReport};
 pub use version::{
     choose_version, declared_version, parse_containerd_version, ConfigVersion, ContainerdVersion,
     Declared,

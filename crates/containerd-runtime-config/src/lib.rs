@@ -8,7 +8,11 @@
 //! backup. Nothing is committed until containerd itself has parsed the
 //! candidate (`containerd --config CANDIDATE config dump`) and its effective
 //! configuration says what was asked.
+//!
+//! Every run also reports the configuration as it was before the run
+//! (`current`, see [`current`]); `state: inspect` only reports it.
 
+mod current;
 mod node;
 
 use ansible_module::fs::{read_optional, StagedFile};
@@ -24,10 +28,15 @@ pub const SPEC: ModuleSpec = ModuleSpec {
     supports_check_mode: true,
     args: &[
         Arg::path("path").default_str("/etc/containerd/config.toml"),
+        Arg::str("state")
+            .default_str("configure")
+            .choices(&["configure", "inspect"]),
         Arg::str("mode")
             .default_str("template")
             .choices(&["template", "merge", "drop_in"]),
-        Arg::bool("nvidia_runtime").required(),
+        // Required with state: configure (checked in `run`: the spec has no
+        // required_if).
+        Arg::bool("nvidia_runtime"),
         Arg::bool("set_as_default").default_bool(true),
         Arg::str("runtime_name").default_str("nvidia"),
         Arg::path("runtime_path").default_str("/usr/bin/nvidia-container-runtime"),
@@ -44,6 +53,15 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::bool("backup").default_bool(true),
     ],
 };
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Write the configuration the options describe.
+    Configure,
+    /// Report the current configuration (`current`); write nothing.
+    Inspect,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,9 +89,11 @@ pub enum VersionChoice {
 pub struct Options {
     /// containerd's main config file.
     pub path: PathBuf,
+    pub state: State,
     pub mode: Mode,
-    /// Configure the NVIDIA runtime (true) or the standard runc runtime only.
-    pub nvidia_runtime: bool,
+    /// Configure the NVIDIA runtime (true) or the standard runc runtime
+    /// only; required with `state: configure`.
+    pub nvidia_runtime: Option<bool>,
     /// Make the NVIDIA runtime containerd's default (otherwise runc is).
     pub set_as_default: bool,
     pub runtime_name: String,
@@ -111,10 +131,19 @@ impl Planned {
     }
 }
 
-/// Configures containerd's runtimes as the options ask.
+/// Configures containerd's runtimes as the options ask, or (`state:
+/// inspect`) reports them.
 pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+    if opts.state == State::Inspect {
+        return inspect(module, &opts);
+    }
+    let Some(nvidia_runtime) = opts.nvidia_runtime else {
+        return Err(Failure::new(
+            "missing required arguments: nvidia_runtime (required with state: configure)",
+        ));
+    };
     let wanted = Wanted {
-        nvidia_runtime: opts.nvidia_runtime,
+        nvidia_runtime,
         set_as_default: opts.set_as_default,
         runtime_name: opts.runtime_name.clone(),
         runtime_path: opts.runtime_path.clone(),
@@ -132,28 +161,13 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     }
     let check_mode = module.check_mode();
 
-    let containerd = match &opts.containerd_path {
-        Some(path) => match node::not_executable(path) {
-            None => Some(path.clone()),
-            Some(why) => {
-                return Err(Failure::new(format!(
-                    "containerd_path {} {why}",
-                    path.display()
-                )))
-            }
-        },
-        None => node::find_containerd(),
-    };
-    let containerd_version = match &containerd {
-        Some(bin) => match node::containerd_version(bin) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                module.warn(why);
-                None
-            }
-        },
-        None => None,
-    };
+    let (containerd, containerd_version) = find_containerd(module, &opts)?;
+    // Before anything is written, so that it says what the run found.
+    let current = current::inspect(
+        &opts.path,
+        containerd.as_deref(),
+        containerd_version.as_ref(),
+    );
     if wanted.nvidia_runtime && opts.require_runtime_binary {
         check_runtime_binary(module, &opts.runtime_path, check_mode)?;
     }
@@ -266,7 +280,8 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         .value(
             "containerd_version",
             containerd_version.map_or(Value::Null, |v| v.text.into()),
-        );
+        )
+        .value("current", current.to_json());
     if opts.mode == Mode::DropIn {
         outcome = outcome
             .value(
@@ -276,6 +291,61 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
             .value("drop_in_backup_file", shown(&backups[0]));
     }
     Ok(outcome)
+}
+
+/// `state: inspect`: the current configuration and nothing else; nothing is
+/// written, in check mode or not.
+fn inspect(module: &mut Module, opts: &Options) -> Result<Outcome, Failure> {
+    if !opts.path.is_absolute() {
+        return Err(Failure::new(format!(
+            "path must be absolute, got {}",
+            opts.path.display()
+        )));
+    }
+    let (containerd, containerd_version) = find_containerd(module, opts)?;
+    let current = current::inspect(
+        &opts.path,
+        containerd.as_deref(),
+        containerd_version.as_ref(),
+    );
+    Ok(Outcome::new(false)
+        .msg(current.summary())
+        .value("current", current.to_json())
+        .value(
+            "containerd_version",
+            containerd_version.map_or(Value::Null, |v| v.text.into()),
+        ))
+}
+
+/// The containerd binary (`containerd_path`, else the first one found) and
+/// its release; a release that cannot be read is a warning.
+fn find_containerd(
+    module: &mut Module,
+    opts: &Options,
+) -> Result<(Option<PathBuf>, Option<config::ContainerdVersion>), Failure> {
+    let containerd = match &opts.containerd_path {
+        Some(path) => match node::not_executable(path) {
+            None => Some(path.clone()),
+            Some(why) => {
+                return Err(Failure::new(format!(
+                    "containerd_path {} {why}",
+                    path.display()
+                )))
+            }
+        },
+        None => node::find_containerd(),
+    };
+    let version = match &containerd {
+        Some(bin) => match node::containerd_version(bin) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                module.warn(why);
+                None
+            }
+        },
+        None => None,
+    };
+    Ok((containerd, version))
 }
 
 fn check_paths(opts: &Options) -> Result<(), Failure> {

@@ -12,6 +12,17 @@ use std::process::{Command, Stdio};
 /// tarballs) may be missing from `$PATH`.
 const FALLBACK_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/bin"];
 
+/// systemd's default `PATH` for services, which containerd and its shims
+/// run with: where a runtime's bare `BinaryName` (or `runc`) is found.
+const SERVICE_PATH: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
 /// Why a path is not an executable file, or `None` when it is one.
 pub fn not_executable(path: &Path) -> Option<&'static str> {
     match std::fs::metadata(path) {
@@ -37,6 +48,18 @@ fn find_in(path_var: Option<std::ffi::OsString>, fallback: &[&str], name: &str) 
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
         .find(|candidate| not_executable(candidate).is_none())
+}
+
+/// Whether the runc shim would find `binary` (a runtime's `BinaryName`, or
+/// `runc`): an executable file at that path, or a bare name on the service
+/// `PATH`.
+pub fn runtime_binary_exists(binary: &str) -> bool {
+    let path = Path::new(binary);
+    if path.is_absolute() {
+        not_executable(path).is_none()
+    } else {
+        !binary.contains('/') && find_in(None, &SERVICE_PATH, binary).is_some()
+    }
 }
 
 /// `containerd --version`, parsed.
@@ -72,7 +95,10 @@ pub fn config_dump(containerd: &Path, candidate: Candidate<'_>) -> Result<String
         Candidate::Text(_) => "/dev/stdin".into(),
     };
     let mut command = Command::new(containerd);
+    // The daemon runs in `/`: containerd 1.x resolves relative glob imports
+    // against the working directory.
     command
+        .current_dir("/")
         .arg("--config")
         .arg(&config)
         .args(["config", "dump"])
@@ -140,6 +166,13 @@ mod tests {
             "a file that is not executable does not count"
         );
         assert_eq!(find_in(None, &[], "containerd"), None);
+        let runtime = b.join("containerd").to_string_lossy().into_owned();
+        assert!(runtime_binary_exists(&runtime));
+        assert!(!runtime_binary_exists(
+            &a.join("containerd").to_string_lossy()
+        ));
+        assert!(!runtime_binary_exists("no-such-runtime-binary"));
+        assert!(!runtime_binary_exists("relative/path"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

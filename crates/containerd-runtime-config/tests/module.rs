@@ -872,3 +872,189 @@ fn unknown_options_and_bad_runtime_names_are_refused() {
     let msg = node.fails(json!({"mode": "drop_in", "drop_in_path": node.config()}));
     assert_eq!(msg, "drop_in_path must not be the main config's path");
 }
+
+/// `state: inspect` on `node`: the task's result, after checking that it
+/// changed nothing (in check mode or not) and reported the same both times.
+fn inspect(node: &Node, args: Value) -> Value {
+    let before = node.snapshot();
+    let mut all = json!({"state": "inspect"});
+    for (k, v) in args.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    let out = node.ok(all.clone());
+    all["_ansible_check_mode"] = json!(true);
+    let checked = node.ok(all);
+    assert_eq!(out["changed"], json!(false), "{out:#}");
+    assert_eq!(
+        out["current"], checked["current"],
+        "check mode reports the same"
+    );
+    assert_eq!(out["msg"], checked["msg"]);
+    assert_eq!(node.snapshot(), before, "inspect writes nothing");
+    assert!(out.get("diff").is_none());
+    out
+}
+
+#[test]
+fn inspect_reports_the_effective_configuration_containerd_reads() {
+    let node = Node::new("inspect-template");
+    node.ok(json!({"mode": "template"}));
+    let out = inspect(&node, json!({}));
+    assert_eq!(
+        out["current"],
+        json!({
+            "path": node.config(),
+            "exists": true,
+            "source": "containerd config dump",
+            "error": null,
+            "config_version": 2,
+            "default_runtime": "nvidia",
+            "runtimes": {
+                "nvidia": {
+                    "runtime_type": "io.containerd.runc.v2",
+                    "binary_name": node.runtime(),
+                    "systemd_cgroup": true,
+                    "binary_exists": true,
+                },
+                "runc": {
+                    "runtime_type": "io.containerd.runc.v2",
+                    "binary_name": null,
+                    "systemd_cgroup": true,
+                    "binary_exists": true,
+                },
+            },
+            "imports": [],
+            "cri_disabled": false,
+        })
+    );
+    assert!(out["containerd_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("1."));
+    assert_eq!(
+        out["msg"],
+        json!(format!(
+            "{} (read with containerd config dump): default runtime nvidia ({}, SystemdCgroup \
+             true); runtimes: nvidia, runc",
+            node.config().display(),
+            node.runtime()
+        ))
+    );
+}
+
+#[test]
+fn inspect_follows_the_imports_of_a_drop_in() {
+    let node = Node::new("inspect-drop-in");
+    node.write_config(DEBIAN_V2);
+    node.ok(json!({"mode": "drop_in"}));
+    let current = &inspect(&node, json!({}))["current"];
+    assert_eq!(current["imports"], json!([node.drop_in()]));
+    assert_eq!(current["default_runtime"], json!("nvidia"));
+    assert_eq!(
+        current["runtimes"]["nvidia"]["binary_name"],
+        json!(node.runtime())
+    );
+    assert_eq!(current["runtimes"]["nvidia"]["systemd_cgroup"], json!(true));
+}
+
+#[test]
+fn inspect_sees_a_hand_edit_and_a_missing_runtime_binary() {
+    let node = Node::new("inspect-edited");
+    node.ok(json!({"mode": "template"}));
+    let text = node.read(&node.config());
+    node.write_config(&text.replace(
+        "default_runtime_name = \"nvidia\"",
+        "default_runtime_name = \"runc\"",
+    ));
+    fs::remove_file(node.runtime()).unwrap();
+    let current = &inspect(&node, json!({}))["current"];
+    assert_eq!(current["default_runtime"], json!("runc"));
+    assert_eq!(current["runtimes"]["nvidia"]["binary_exists"], json!(false));
+    assert_eq!(current["runtimes"]["runc"]["binary_exists"], json!(true));
+}
+
+#[test]
+fn inspect_without_a_file_reports_containerds_built_in_defaults() {
+    let node = Node::new("inspect-absent");
+    let out = inspect(&node, json!({}));
+    let current = &out["current"];
+    assert_eq!(current["exists"], json!(false));
+    assert_eq!(current["source"], json!("containerd config dump"));
+    assert_eq!(current["default_runtime"], json!("runc"));
+    assert_eq!(current["runtimes"]["runc"]["systemd_cgroup"], json!(false));
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist: containerd's built-in defaults"),
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_reports_a_config_containerd_rejects_without_failing() {
+    let node = Node::new("inspect-invalid");
+    node.write_config("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\n");
+    let out = inspect(&node, json!({}));
+    let error = out["current"]["error"].as_str().unwrap();
+    assert!(error.contains("config dump` failed"), "{error}");
+    assert!(error.contains("failed to load TOML"), "{error}");
+    assert_eq!(out["current"]["default_runtime"], Value::Null);
+    assert_eq!(out["current"]["runtimes"], json!({}));
+    assert!(out["msg"]
+        .as_str()
+        .unwrap()
+        .starts_with("cannot read containerd's configuration: "));
+}
+
+#[test]
+fn inspect_reads_version_3_from_containerd_2() {
+    let node = Node::new("inspect-v3");
+    node.write_config(HAND_WRITTEN_V3);
+    let out = inspect(&node, json!({"containerd_path": node.containerd_2()}));
+    assert_eq!(out["containerd_version"], json!("v2.0.4"));
+    assert_eq!(out["current"]["config_version"], json!(3));
+    assert_eq!(out["current"]["source"], json!("containerd config dump"));
+    let doc: toml_edit::DocumentMut = HAND_WRITTEN_V3.parse().unwrap();
+    assert_eq!(
+        out["current"]["default_runtime"].as_str(),
+        doc["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["default_runtime_name"]
+            .as_str()
+    );
+}
+
+#[test]
+fn every_run_reports_the_configuration_it_found_before_changing_it() {
+    let node = Node::new("current-before");
+    let first = node.ok(json!({"mode": "template"}));
+    assert_eq!(first["changed"], json!(true));
+    assert_eq!(first["current"]["exists"], json!(false));
+    assert_eq!(first["current"]["default_runtime"], json!("runc"));
+    let second =
+        node.ok(json!({"mode": "merge", "set_as_default": false, "_ansible_check_mode": true}));
+    assert_eq!(second["changed"], json!(true));
+    assert_eq!(
+        second["default_runtime"],
+        json!("runc"),
+        "what it would write"
+    );
+    assert_eq!(
+        second["current"]["default_runtime"],
+        json!("nvidia"),
+        "what it found"
+    );
+}
+
+#[test]
+fn state_configure_needs_nvidia_runtime_and_inspect_a_plain_path() {
+    let node = Node::new("state-options");
+    let msg = node.fails(json!({"nvidia_runtime": null}));
+    assert_eq!(
+        msg,
+        "missing required arguments: nvidia_runtime (required with state: configure)"
+    );
+    let msg = node.fails(json!({"state": "inspect", "path": "etc/containerd/config.toml"}));
+    assert_eq!(msg, "path must be absolute, got etc/containerd/config.toml");
+    let msg = node.fails(json!({"state": "read"}));
+    assert!(msg.contains("state"), "{msg}");
+}
