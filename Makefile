@@ -47,10 +47,20 @@ test-ansible:
 demo: deps build
 	$(PYTHON) tests/demo.py
 
-## lint: formatting and clippy with warnings denied
-lint:
+## bench: site.yml against the guide's way (bench/baseline) on 1 to 32 sandbox nodes, module run times, bytes sent;
+## writes bench/results.md and bench/results.svg (a quicker run, e.g. BENCH_NODES="1 4" BENCH_REPEATS=3: bench/out/)
+BENCH_NODES   ?= 1 4 16 32
+BENCH_REPEATS ?= 5
+BENCH_SIDES   ?= ours,baseline
+bench: deps build
+	$(PYTHON) bench/run.py --nodes "$(BENCH_NODES)" --repeats $(BENCH_REPEATS) --sides $(BENCH_SIDES)
+
+## lint: Rust formatting and clippy (warnings denied), yamllint and ansible-lint (production profile)
+lint: deps-python
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	$(VENV)/bin/yamllint --strict .
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint --nocolor
 
 deps: deps-system deps-python
 
