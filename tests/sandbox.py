@@ -78,7 +78,8 @@ class Profile:
     # sandbox installs no NVIDIA package, GPU nodes get the binary this way.
     container_runtime: bool = False
     # More files of the node: (node path, text) pairs, e.g. another
-    # /etc/os-release. Written to its upper directory before it starts.
+    # /etc/os-release, or (node path, text, mode) for a stand-in program.
+    # Written to its upper directory before it starts (mode 0644 unless given).
     files: tuple = ()
 
     def variant(self, **changes) -> "Profile":
@@ -450,8 +451,8 @@ class Sandbox:
                 if not (upper / "var/cache/apt" / name).exists():
                     os.link(apt_cache / name, upper / "var/cache/apt" / name)
             put(upper, "etc/apt/apt.conf.d/zzzz-gpu-sandbox-pkgcache", APT_CACHE_CONF, 0o644)
-        for node_path, text in node.profile.files:
-            put(upper, node_path.lstrip("/"), text, 0o644)
+        for node_path, text, *mode in node.profile.files:
+            put(upper, node_path.lstrip("/"), text, mode[0] if mode else 0o644)
 
     def _spawn(self, node: Node) -> subprocess.Popen:
         log = open(self.dir / "logs" / f"{node.name}.log", "ab")
