@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_run import REPO
+from ansible_run import REPO, Ansible
 from sandbox import PROFILES
 
 FAKE_INSTALLER = REPO / "tests/fixtures/fake-nvidia-installer.sh"
@@ -64,8 +64,9 @@ PROFILE_LIST = [
     PROFILES["h200"].variant(files=BUILD_TOOLS),
     PROFILES["hgx-h100"].variant(files=BUILD_TOOLS),
     PROFILES["consumer"].variant(files=BUILD_TOOLS + (("/usr/sbin/update-initramfs", UPDATE_INITRAMFS, 0o755),)),
+    PROFILES["gh200"].variant(files=BUILD_TOOLS),
 ]
-CPU, H200, H100, CONSUMER = "worker1", "worker2", "worker3", "worker4"
+CPU, H200, H100, CONSUMER, GH200 = "worker1", "worker2", "worker3", "worker4", "worker5"
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def test_limited_gpu_nodes_get_the_new_driver_once(sb, repo, requests, site, ans
     second run downloads nothing, runs nothing and changes nothing; the CPU
     node and the GPU node outside -l are not touched."""
     sb.reset()
-    outside = {name: sb.node(name).upper_hash() for name in (CPU, CONSUMER)}
+    outside = {name: sb.node(name).upper_hash() for name in (CPU, CONSUMER, GH200)}
     user = ansible_factory(sb.inventory)
     args = ["-l", f"{H200},{H100}", *driver_vars(repo)]
 
@@ -281,11 +282,9 @@ def test_installer_failure_stops_the_node_with_its_exit_status_and_log(sb, repo,
 def nouveau_runs(sb, repo, site, tmp_path_factory):
     """Every node, twice, with the driver on: the consumer card on nouveau
     cannot get it before a reboot (not allowed: gpu_driver_reboot is false)."""
-    from ansible_run import Ansible
-
     sb.reset()
     repo.requests.clear()
-    checksums = {installer_name(NEW): repo.add(NEW), installer_name(NEW, "aarch64"): "sha256:" + "1" * 64}
+    checksums = {installer_name(NEW): repo.add(NEW), installer_name(NEW, "aarch64"): repo.add(NEW, "aarch64")}
     user = Ansible(sb.inventory, tmp_path_factory.mktemp("nouveau"))
     args = ["-e", json.dumps({"install_gpu_driver": True, "driver_version": NEW,
                               "gpu_driver_repo_url": repo.url, "gpu_driver_checksums": checksums})]
@@ -315,7 +314,7 @@ def test_nouveau_node_stops_with_what_to_do_and_the_others_finish(sb, nouveau_ru
     assert first.stats[CONSUMER]["failures"] == 1
     assert not [r for r in first.host_results(CONSUMER) if r["task"].startswith("install_containerd")]
 
-    for host in (H200, H100):
+    for host in (H200, H100, GH200):
         assert first.stats[host]["failures"] == 0
         assert first.result(host, DRIVER_TASK)["changed"]
         assert read(sb.node(host), "/sys/module/nvidia/version") == f"{NEW}\n"
@@ -330,7 +329,7 @@ def test_nouveau_node_stops_with_what_to_do_and_the_others_finish(sb, nouveau_ru
     assert read(consumer, INITRAMFS_CALLS) == "-u\n"
     assert consumer.path(BLACKLIST).stat().st_mtime_ns == blacklist_mtime
     assert second.stats[CONSUMER]["changed"] == 0
-    for host in (H200, H100):
+    for host in (H200, H100, GH200):
         assert second.stats[host]["changed"] == 0 and second.stats[host]["failures"] == 0
 
 
@@ -369,6 +368,8 @@ def test_check_mode_fetches_nothing_runs_nothing_and_shows_the_command(sb, repo,
             "--log-file-name=/var/log/nvidia-installer.log --kernel-module-type=open --dkms"]
         say = run.result(host, "install_os_package : Say whether the driver needs installing")["result"]["msg"]
         assert "WARNING: no checksum is set" in say, say
+    grace = run.result(GH200, plan)["result"]["msg"]
+    assert grace[0] == f"would fetch {repo.url}/{installer_name(NEW, 'aarch64')} to {INSTALLER_DIR}/{installer_name(NEW, 'aarch64')}"
     nouveau = run.result(CONSUMER, plan)["result"]["msg"]
     assert nouveau[1].startswith(f"nouveau is loaded: it will be blacklisted in {BLACKLIST}"), nouveau
     assert run.result(CPU, "install_os_package : Install the NVIDIA driver on a GPU node")["status"] == "skipped"
@@ -386,3 +387,21 @@ def test_tags_driver_runs_detection_and_the_driver_tasks_only(sb, repo, site, an
     assert run.result(H100, DRIVER_TASK)["changed"]
     assert read(sb.node(H100), "/sys/module/nvidia/version") == f"{NEW}\n"
     assert calls(sb.node(H100)) == [("start", NEW), ("end", "0")]
+
+
+def test_grace_node_gets_the_aarch64_installer_and_its_checksum(sb, repo, requests, site, ansible_factory):
+    """The architecture comes from detection (node_architecture): the GH200
+    node downloads NVIDIA-Linux-aarch64-<version>.run, checked against its
+    own entry of gpu_driver_checksums."""
+    sb.reset([GH200])
+    checksums = {installer_name(NEW): "sha256:" + "1" * 64, installer_name(NEW, "aarch64"): repo.add(NEW, "aarch64")}
+    run = ansible_factory(sb.inventory).playbook(site, "-l", GH200, "-e", json.dumps({
+        "install_gpu_driver": True, "driver_version": NEW,
+        "gpu_driver_repo_url": repo.url, "gpu_driver_checksums": checksums})).expect_ok()
+    assert requests == [("GET", f"/nvidia/{installer_name(NEW, 'aarch64')}")]
+    result = run.result(GH200, DRIVER_TASK)["result"]
+    assert result["command"][:2] == ["sh", f"{INSTALLER_DIR}/{installer_name(NEW, 'aarch64')}"]
+    assert "--kernel-module-type=open" in result["command"], "Grace Hopper runs the open modules only"
+    assert result["module_binary"]["architecture"] == "aarch64"
+    assert read(sb.node(GH200), "/sys/module/nvidia/version") == f"{NEW}\n"
+    assert calls(sb.node(GH200)) == [("start", NEW), ("end", "0")]
