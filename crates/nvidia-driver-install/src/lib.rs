@@ -632,7 +632,7 @@ fn installer_failed(
         .map(|l| l.trim().to_string());
     let mut msg = format!("the NVIDIA installer failed ({})", exit_status(out.status));
     if let Some(error) = &first_error {
-        msg.push_str(&format!(": {error}"));
+        msg.push_str(&format!(": {}", error.trim_end_matches('.')));
     }
     if log_tail.is_empty() {
         msg.push_str(&format!(
