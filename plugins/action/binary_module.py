@@ -12,13 +12,15 @@
 # two file transfers, a chmod, the run and a cleanup: six SSH operations. Here
 # one command asks the node for `uname -m`, runs the cached binary of that
 # architecture with the arguments on stdin, and only when the binary is not
-# cached yet is it sent (once per node and build) and the command repeated.
+# cached yet is it sent (once per node and build): a second command installs
+# it and runs it, arguments and binary on its stdin.
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import shlex
+import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.json import Direction, get_module_encoder
@@ -37,6 +39,11 @@ REMOTE_CACHE = '"${HOME:-/root}/.ansible/gpu-node-modules"'
 MISSING = "__GPU_NODE_MODULE_MISSING__"
 UNSUPPORTED = "__GPU_NODE_MODULE_UNSUPPORTED_ARCH__"
 ARCH_MARK = "__GPU_NODE_MODULE_ARCH__="
+INSTALL_FAILED = "__GPU_NODE_MODULE_INSTALL_FAILED__"
+# A file path: every command this plugin sends appends one JSON line there
+# (host, module, step, bytes each way, seconds). For bench/run.py, which
+# counts what a run sends to the nodes; off (and free) when unset.
+TRACE_PATH = os.environ.get("GPU_NODE_MODULE_TRACE")
 
 
 class LocalBinary:
@@ -73,6 +80,8 @@ class ActionModule(ActionBase):
     _supports_async = False
 
     def run(self, tmp=None, task_vars=None):
+        started = time.monotonic()
+        self._host_name = (task_vars or {}).get("inventory_hostname")
         result = super().run(tmp, task_vars)
         del tmp
         module = self._task.action.rpartition(".")[2]
@@ -99,10 +108,9 @@ class ActionModule(ActionBase):
                 f"supported architectures: {', '.join(sorted(binaries))}"
             )
         if first_line.startswith(MISSING):
-            arch = ARCH_ALIASES[first_line[len(MISSING):].strip()]
-            self._install(binaries[arch])
+            reported = first_line[len(MISSING):].strip()
+            res = self._install_and_run(binaries[ARCH_ALIASES[reported]], reported, args_json)
             transferred = True
-            res = self._run_cached(binaries, args_json)
 
         data = self._parse_returned_data(res, "legacy")
         remove_internal_keys(data)
@@ -113,6 +121,8 @@ class ActionModule(ActionBase):
             "transferred": transferred,
         }
         result.update(data)
+        if TRACE_PATH:
+            self._trace("action", started, transferred=transferred)
         return result
 
     def _run_cached(self, binaries, args_json):
@@ -128,27 +138,64 @@ class ActionModule(ActionBase):
             + f' *) echo "{UNSUPPORTED} $a"; exit 0 ;; esac; '
             + f'if [ -x "$b" ]; then echo "{ARCH_MARK}$a" >&2; exec "$b" /dev/stdin; fi; echo "{MISSING} $a"'
         )
-        cmd = self._wrap(script)
-        return self._low_level_execute_command(cmd, sudoable=True, in_data=args_json)
+        return self._execute("run", self._wrap(script), args_json)
 
-    def _install(self, binary):
+    def _install_and_run(self, binary, reported_arch, args_json):
         """Sends one binary to the node's cache, verified and atomically renamed,
-        and removes older builds of the same module."""
+        removes older builds of the same module, and runs it: one command, whose
+        stdin is the arguments on one line (JSON has no raw newline, and sh's
+        `read` takes exactly that line) followed by the binary."""
         module = binary.remote_name.rsplit("-", 1)[0]
         script = (
-            f"umask 077; d={REMOTE_CACHE}; mkdir -p \"$d\" || exit 1; t=\"$d/.{binary.remote_name}.$$\"; "
-            f'cat > "$t" || {{ rm -f "$t"; exit 1; }}; '
+            f'umask 077; d={REMOTE_CACHE}; t="$d/.{binary.remote_name}.$$"; '
+            f'failed() {{ rm -f "$t"; echo "{INSTALL_FAILED} $1"; exit 1; }}; '
+            'mkdir -p "$d" || failed "cannot create $d"; '
+            'IFS= read -r args || failed "no arguments before the binary"; '
+            'cat > "$t" || failed "cannot write $t"; '
             f'if command -v sha256sum >/dev/null 2>&1; then '
-            f'echo "{binary.sha256}  $t" | sha256sum -c --status || {{ rm -f "$t"; echo "checksum mismatch after transfer" >&2; exit 1; }}; fi; '
-            f'chmod 700 "$t" && mv -f "$t" "$d/{binary.remote_name}" || exit 1; '
-            f'for f in "$d"/{module}-*; do [ "$f" = "$d/{binary.remote_name}" ] || rm -f "$f"; done'
+            f'echo "{binary.sha256}  $t" | sha256sum -c --status || failed "checksum mismatch after transfer"; fi; '
+            f'chmod 700 "$t" && mv -f "$t" "$d/{binary.remote_name}" || failed "cannot rename $t"; '
+            f'for f in "$d"/{module}-*; do [ "$f" = "$d/{binary.remote_name}" ] || rm -f "$f"; done; '
+            f'echo "{ARCH_MARK}{reported_arch}" >&2; '
+            f'printf "%s\\n" "$args" | "$d/{binary.remote_name}" /dev/stdin'
         )
-        res = self._low_level_execute_command(self._wrap(script), sudoable=True, in_data=binary.data)
-        if res["rc"] != 0:
+        res = self._execute("install+run", self._wrap(script), args_json + b"\n" + binary.data, len(binary.data))
+        first_line = res["stdout"].lstrip().split("\n", 1)[0]
+        if first_line.startswith(INSTALL_FAILED):
+            why = first_line[len(INSTALL_FAILED):].strip()
+            stderr = res.get("stderr", "").strip()
             raise AnsibleActionFail(
-                f"could not copy {binary.path} to the node: {res.get('stderr', '').strip() or res.get('stdout', '').strip()}",
+                f"could not copy {binary.path} to the node: {why}" + (f" ({stderr})" if stderr else ""),
                 result={"rc": res["rc"], "stderr": res.get("stderr", ""), "stdout": res.get("stdout", "")},
             )
+        return res
+
+    def _execute(self, step, cmd, in_data, binary_bytes=0):
+        """One SSH command: `cmd` with `in_data` on its stdin."""
+        started = time.monotonic()
+        res = self._low_level_execute_command(cmd, sudoable=True, in_data=in_data)
+        if TRACE_PATH:
+            self._trace(
+                step,
+                started,
+                stdin_bytes=len(in_data),
+                binary_bytes=binary_bytes,
+                command_bytes=len(cmd.encode()),
+                stdout_bytes=len(res.get("stdout", "").encode()),
+            )
+        return res
+
+    def _trace(self, step, started, **fields):
+        line = {
+            "host": self._host_name,
+            "module": self._task.action.rpartition(".")[2],
+            "step": step,
+            "seconds": round(time.monotonic() - started, 6),
+            **fields,
+        }
+        # One short write in append mode: lines of parallel workers do not mix.
+        with open(TRACE_PATH, "a") as f:
+            f.write(json.dumps(line) + "\n")
 
     def _wrap(self, script):
         """A POSIX sh command line, with the task's environment applied."""
