@@ -254,16 +254,6 @@ fn shown(item: &Item) -> String {
 mod tests {
     use super::*;
 
-    fn nvidia() -> Wanted {
-        Wanted {
-            nvidia_runtime: true,
-            set_as_default: true,
-            runtime_name: "nvidia".into(),
-            runtime_path: "/usr/bin/nvidia-container-runtime".into(),
-            systemd_cgroup: true,
-        }
-    }
-
     #[test]
     fn every_missing_or_wrong_setting_is_named() {
         let text = "version = 2\n\
@@ -273,7 +263,7 @@ mod tests {
             runtime_type = \"io.containerd.runc.v2\"\n\
             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n\
             SystemdCgroup = false\n";
-        let err = verify(text, "rendered", &nvidia(), ConfigVersion::V2).unwrap_err();
+        let err = verify(text, "rendered", &Wanted::nvidia(), ConfigVersion::V2).unwrap_err();
         assert_eq!(
             err.to_string(),
             "rendered does not configure what the task asks: \
@@ -286,7 +276,7 @@ mod tests {
     #[test]
     fn a_config_of_the_other_version_is_refused() {
         let text = "version = 3\n";
-        let err = verify(text, "t", &nvidia(), ConfigVersion::V2).unwrap_err();
+        let err = verify(text, "t", &Wanted::nvidia(), ConfigVersion::V2).unwrap_err();
         assert!(
             err.to_string().contains("`version` is 3, expected 2"),
             "{err}"
@@ -296,7 +286,7 @@ mod tests {
     #[test]
     fn a_disabled_cri_plugin_is_a_problem() {
         let text = "version = 2\ndisabled_plugins = [\"cri\"]\n";
-        let err = verify(text, "t", &nvidia(), ConfigVersion::V2).unwrap_err();
+        let err = verify(text, "t", &Wanted::nvidia(), ConfigVersion::V2).unwrap_err();
         assert!(
             err.to_string().contains("`disabled_plugins` lists \"cri\""),
             "{err}"

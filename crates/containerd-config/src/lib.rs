@@ -64,6 +64,28 @@ pub struct Wanted {
     pub systemd_cgroup: bool,
 }
 
+impl Wanted {
+    /// The NVIDIA runtime at the path NVIDIA's packages install it, made the
+    /// default, with `SystemdCgroup`: what the module does with its defaults.
+    pub fn nvidia() -> Wanted {
+        Wanted {
+            nvidia_runtime: true,
+            set_as_default: true,
+            runtime_name: "nvidia".into(),
+            runtime_path: "/usr/bin/nvidia-container-runtime".into(),
+            systemd_cgroup: true,
+        }
+    }
+
+    /// runc alone, with `SystemdCgroup`: a CPU node.
+    pub fn runc_only() -> Wanted {
+        Wanted {
+            nvidia_runtime: false,
+            ..Wanted::nvidia()
+        }
+    }
+}
+
 /// One runtime entry to configure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RuntimeEntry<'a> {

@@ -183,16 +183,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn wanted() -> Wanted {
-        Wanted {
-            nvidia_runtime: true,
-            set_as_default: true,
-            runtime_name: "nvidia".into(),
-            runtime_path: "/usr/bin/nvidia-container-runtime".into(),
-            systemd_cgroup: true,
-        }
-    }
-
     fn vars(v: serde_json::Value) -> TemplateVars {
         v.as_object().unwrap().clone()
     }
@@ -202,7 +192,7 @@ mod tests {
         let out = render(
             "t",
             "a = {{ s | toml }}\nb = {{ l | toml }}\nc = {{ m | toml }}\nd = {{ systemd_cgroup | toml }}\n",
-            &wanted(),
+            &Wanted::nvidia(),
             ConfigVersion::V2,
             &vars(json!({"s": "say \"hi\"\\", "l": ["x", 1], "m": {"k": true}})),
         )
@@ -218,7 +208,7 @@ mod tests {
         let err = render(
             "mine.j2",
             "version = 2\nsandbox_image = {{ sandbx_image | toml }}\n",
-            &wanted(),
+            &Wanted::nvidia(),
             ConfigVersion::V2,
             &TemplateVars::new(),
         )
@@ -234,7 +224,7 @@ mod tests {
         let err = render(
             "mine.j2",
             "version = 2\n{% if nvidia_runtime %}\nx = 1\n",
-            &wanted(),
+            &Wanted::nvidia(),
             ConfigVersion::V2,
             &TemplateVars::new(),
         )
@@ -251,7 +241,7 @@ mod tests {
         let err = render(
             "t",
             "",
-            &wanted(),
+            &Wanted::nvidia(),
             ConfigVersion::V2,
             &vars(json!({"runtime_path": "/x"})),
         )
@@ -267,7 +257,7 @@ mod tests {
         let err = render(
             "t",
             "a\n{{ fail(\"mirrors need version 2\") }}\n",
-            &wanted(),
+            &Wanted::nvidia(),
             ConfigVersion::V3,
             &TemplateVars::new(),
         )

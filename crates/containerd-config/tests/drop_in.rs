@@ -13,19 +13,9 @@ const MAIN: &str = "/etc/containerd/config.toml";
 const DROP_IN: &str = "/etc/containerd/conf.d/99-nvidia.toml";
 const HAND_WRITTEN_V2: &str = include_str!("fixtures/hand-written-v2.toml");
 
-fn nvidia() -> Wanted {
-    Wanted {
-        nvidia_runtime: true,
-        set_as_default: true,
-        runtime_name: "nvidia".into(),
-        runtime_path: "/usr/bin/nvidia-container-runtime".into(),
-        systemd_cgroup: true,
-    }
-}
-
 #[test]
 fn the_drop_in_holds_only_the_version_and_the_runtimes() {
-    let text = drop_in(None, MAIN, &nvidia(), ConfigVersion::V3).unwrap();
+    let text = drop_in(None, MAIN, &Wanted::nvidia(), ConfigVersion::V3).unwrap();
     assert_eq!(
         text,
         r#"# The CRI runtimes for Kubernetes pods, imported by /etc/containerd/config.toml.
@@ -50,7 +40,7 @@ version = 3
       SystemdCgroup = true
 "#
     );
-    verify(&text, DROP_IN, &nvidia(), ConfigVersion::V3).unwrap();
+    verify(&text, DROP_IN, &Wanted::nvidia(), ConfigVersion::V3).unwrap();
 }
 
 #[test]
@@ -148,13 +138,21 @@ fn dumps_without_and_with(
 fn containerd_keeps_the_main_files_cri_settings_under_the_drop_in() {
     let (without, with) = dumps_without_and_with(
         HAND_WRITTEN_V2,
-        |main| drop_in(Some(HAND_WRITTEN_V2), main, &nvidia(), ConfigVersion::V2).unwrap(),
+        |main| {
+            drop_in(
+                Some(HAND_WRITTEN_V2),
+                main,
+                &Wanted::nvidia(),
+                ConfigVersion::V2,
+            )
+            .unwrap()
+        },
         "copy",
     );
     // The main file says runc with SystemdCgroup = false; the drop-in wins.
-    verify_effective(&with, &nvidia()).unwrap();
+    verify_effective(&with, &Wanted::nvidia()).unwrap();
     assert_eq!(
-        unrelated_changes(&without, &with, &nvidia()).unwrap(),
+        unrelated_changes(&without, &with, &Wanted::nvidia()).unwrap(),
         Vec::<String>::new()
     );
     assert!(with.contains("sandbox_image = \"registry.k8s.io/pause:3.9\""));
@@ -169,11 +167,11 @@ fn containerd_keeps_the_main_files_cri_settings_under_the_drop_in() {
 fn a_runtimes_only_drop_in_would_wipe_the_main_files_cri_settings() {
     let (without, with) = dumps_without_and_with(
         HAND_WRITTEN_V2,
-        |main| drop_in(None, main, &nvidia(), ConfigVersion::V2).unwrap(),
+        |main| drop_in(None, main, &Wanted::nvidia(), ConfigVersion::V2).unwrap(),
         "naive",
     );
-    verify_effective(&with, &nvidia()).unwrap();
-    let lost = unrelated_changes(&without, &with, &nvidia()).unwrap();
+    verify_effective(&with, &Wanted::nvidia()).unwrap();
+    let lost = unrelated_changes(&without, &with, &Wanted::nvidia()).unwrap();
     assert!(
         lost.contains(
             &"`plugins.\"io.containerd.grpc.v1.cri\".sandbox_image` would change from \"registry.k8s.io/pause:3.9\" to \"registry.k8s.io/pause:3.6\"".to_string()

@@ -7,23 +7,6 @@ use containerd_config::{merge, verify, ConfigVersion, Error, Wanted};
 const HAND_WRITTEN_V2: &str = include_str!("fixtures/hand-written-v2.toml");
 const HAND_WRITTEN_V3: &str = include_str!("fixtures/hand-written-v3.toml");
 
-fn nvidia() -> Wanted {
-    Wanted {
-        nvidia_runtime: true,
-        set_as_default: true,
-        runtime_name: "nvidia".into(),
-        runtime_path: "/usr/bin/nvidia-container-runtime".into(),
-        systemd_cgroup: true,
-    }
-}
-
-fn runc_only() -> Wanted {
-    Wanted {
-        nvidia_runtime: false,
-        ..nvidia()
-    }
-}
-
 /// Splits `text` at the first line containing `marker`: (before, from there).
 fn split_at_line<'t>(text: &'t str, marker: &str) -> (&'t str, &'t str) {
     let at = text.find(marker).expect("marker present");
@@ -36,7 +19,7 @@ fn hand_written_v2_config_changes_only_the_runtime_settings() {
     let edit = merge(
         Some(HAND_WRITTEN_V2),
         "/etc/containerd/config.toml",
-        &nvidia(),
+        &Wanted::nvidia(),
         ConfigVersion::V2,
     )
     .unwrap();
@@ -64,7 +47,7 @@ fn hand_written_v2_config_changes_only_the_runtime_settings() {
     assert!(edit.text.ends_with(tail));
     let (head, _) = split_at_line(HAND_WRITTEN_V2, "default_runtime_name");
     assert!(edit.text.starts_with(head));
-    verify(&edit.text, "merged", &nvidia(), ConfigVersion::V2).unwrap();
+    verify(&edit.text, "merged", &Wanted::nvidia(), ConfigVersion::V2).unwrap();
 }
 
 #[test]
@@ -72,7 +55,7 @@ fn hand_written_v3_config_keeps_its_literal_strings_and_comments() {
     let edit = merge(
         Some(HAND_WRITTEN_V3),
         "/etc/containerd/config.toml",
-        &nvidia(),
+        &Wanted::nvidia(),
         ConfigVersion::V3,
     )
     .unwrap();
@@ -91,7 +74,7 @@ fn hand_written_v3_config_keeps_its_literal_strings_and_comments() {
         edit.text.starts_with(head),
         "everything above the runtimes is unchanged"
     );
-    verify(&edit.text, "merged", &nvidia(), ConfigVersion::V3).unwrap();
+    verify(&edit.text, "merged", &Wanted::nvidia(), ConfigVersion::V3).unwrap();
 }
 
 #[test]
@@ -100,14 +83,16 @@ fn merging_an_already_correct_file_gives_the_same_bytes() {
         (HAND_WRITTEN_V2, ConfigVersion::V2),
         (HAND_WRITTEN_V3, ConfigVersion::V3),
     ] {
-        for wanted in [nvidia(), runc_only()] {
+        for wanted in [Wanted::nvidia(), Wanted::runc_only()] {
             let once = merge(Some(fixture), "c", &wanted, version).unwrap().text;
             let twice = merge(Some(&once), "c", &wanted, version).unwrap().text;
             assert_eq!(once, twice);
         }
-        let fresh = merge(None, "c", &nvidia(), version).unwrap().text;
+        let fresh = merge(None, "c", &Wanted::nvidia(), version).unwrap().text;
         assert_eq!(
-            merge(Some(&fresh), "c", &nvidia(), version).unwrap().text,
+            merge(Some(&fresh), "c", &Wanted::nvidia(), version)
+                .unwrap()
+                .text,
             fresh
         );
     }
@@ -118,7 +103,7 @@ fn a_new_file_holds_the_version_and_both_runtimes() {
     let text = merge(
         None,
         "/etc/containerd/config.toml",
-        &nvidia(),
+        &Wanted::nvidia(),
         ConfigVersion::V2,
     )
     .unwrap()
@@ -147,7 +132,9 @@ version = 2
       SystemdCgroup = true
 "#
     );
-    let v3 = merge(None, "c", &nvidia(), ConfigVersion::V3).unwrap().text;
+    let v3 = merge(None, "c", &Wanted::nvidia(), ConfigVersion::V3)
+        .unwrap()
+        .text;
     assert_eq!(
         v3,
         text.replace("version = 2", "version = 3")
@@ -157,10 +144,21 @@ version = 2
 
 #[test]
 fn without_nvidia_runc_is_the_default_and_other_runtimes_stay() {
-    let with_nvidia = merge(Some(HAND_WRITTEN_V2), "c", &nvidia(), ConfigVersion::V2)
-        .unwrap()
-        .text;
-    let edit = merge(Some(&with_nvidia), "c", &runc_only(), ConfigVersion::V2).unwrap();
+    let with_nvidia = merge(
+        Some(HAND_WRITTEN_V2),
+        "c",
+        &Wanted::nvidia(),
+        ConfigVersion::V2,
+    )
+    .unwrap()
+    .text;
+    let edit = merge(
+        Some(&with_nvidia),
+        "c",
+        &Wanted::runc_only(),
+        ConfigVersion::V2,
+    )
+    .unwrap();
     assert_eq!(
         edit.text,
         with_nvidia.replace(
@@ -169,14 +167,14 @@ fn without_nvidia_runc_is_the_default_and_other_runtimes_stay() {
         ),
         "the nvidia runtime entry stays, it is only no longer the default"
     );
-    verify(&edit.text, "c", &runc_only(), ConfigVersion::V2).unwrap();
+    verify(&edit.text, "c", &Wanted::runc_only(), ConfigVersion::V2).unwrap();
 }
 
 #[test]
 fn not_the_default_means_runc_is() {
     let wanted = Wanted {
         set_as_default: false,
-        ..nvidia()
+        ..Wanted::nvidia()
     };
     let text = merge(Some(HAND_WRITTEN_V2), "c", &wanted, ConfigVersion::V2)
         .unwrap()
@@ -190,7 +188,7 @@ fn not_the_default_means_runc_is() {
 fn systemd_cgroup_false_is_written_too() {
     let wanted = Wanted {
         systemd_cgroup: false,
-        ..nvidia()
+        ..Wanted::nvidia()
     };
     let text = merge(None, "c", &wanted, ConfigVersion::V2).unwrap().text;
     assert_eq!(text.matches("SystemdCgroup = false").count(), 2);
@@ -200,7 +198,7 @@ fn systemd_cgroup_false_is_written_too() {
 #[test]
 fn an_unversioned_file_gets_a_version_on_top() {
     let text = "# only global settings so far\nroot = \"/data/containerd\"\n";
-    let edit = merge(Some(text), "c", &runc_only(), ConfigVersion::V2).unwrap();
+    let edit = merge(Some(text), "c", &Wanted::runc_only(), ConfigVersion::V2).unwrap();
     assert!(
         edit.text.starts_with(
             "version = 2\n# only global settings so far\nroot = \"/data/containerd\"\n\n"
@@ -216,7 +214,7 @@ fn flat_files_stay_flat_and_dotted_keys_stay_dotted() {
         [plugins.\"io.containerd.grpc.v1.cri\"]\n\
         containerd.default_runtime_name = \"runc\"\n\
         containerd.snapshotter = \"overlayfs\"\n";
-    let edit = merge(Some(text), "c", &nvidia(), ConfigVersion::V2).unwrap();
+    let edit = merge(Some(text), "c", &Wanted::nvidia(), ConfigVersion::V2).unwrap();
     assert_eq!(
         edit.text,
         "version = 2\n\
@@ -233,7 +231,7 @@ fn flat_files_stay_flat_and_dotted_keys_stay_dotted() {
          BinaryName = \"/usr/bin/nvidia-container-runtime\"\n\
          SystemdCgroup = true\n"
     );
-    verify(&edit.text, "c", &nvidia(), ConfigVersion::V2).unwrap();
+    verify(&edit.text, "c", &Wanted::nvidia(), ConfigVersion::V2).unwrap();
 }
 
 #[test]
@@ -241,7 +239,7 @@ fn inline_tables_are_edited_inline() {
     let text = "version = 2\n\
         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes]\n\
         runc = { runtime_type = \"io.containerd.runc.v2\", options = { SystemdCgroup = false } }\n";
-    let edit = merge(Some(text), "c", &runc_only(), ConfigVersion::V2).unwrap();
+    let edit = merge(Some(text), "c", &Wanted::runc_only(), ConfigVersion::V2).unwrap();
     assert!(
         edit.text.contains(
             "runc = { runtime_type = \"io.containerd.runc.v2\", options = { SystemdCgroup = true } }\n"
@@ -249,7 +247,7 @@ fn inline_tables_are_edited_inline() {
         "{}",
         edit.text
     );
-    verify(&edit.text, "c", &runc_only(), ConfigVersion::V2).unwrap();
+    verify(&edit.text, "c", &Wanted::runc_only(), ConfigVersion::V2).unwrap();
 }
 
 #[test]
@@ -258,7 +256,7 @@ fn dockers_disabled_cri_plugin_is_enabled_and_said_so() {
     let edit = merge(
         Some(text),
         "/etc/containerd/config.toml",
-        &runc_only(),
+        &Wanted::runc_only(),
         ConfigVersion::V2,
     )
     .unwrap();
@@ -282,7 +280,7 @@ fn invalid_toml_is_refused_with_line_and_column() {
     let err = merge(
         Some(text),
         "/etc/containerd/config.toml",
-        &nvidia(),
+        &Wanted::nvidia(),
         ConfigVersion::V2,
     )
     .unwrap_err();
@@ -296,7 +294,13 @@ fn invalid_toml_is_refused_with_line_and_column() {
 fn a_key_of_the_wrong_shape_is_refused_not_overwritten() {
     let text =
         "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\nruntimes = \"none\"\n";
-    let err = merge(Some(text), "/etc/c.toml", &nvidia(), ConfigVersion::V2).unwrap_err();
+    let err = merge(
+        Some(text),
+        "/etc/c.toml",
+        &Wanted::nvidia(),
+        ConfigVersion::V2,
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         Error::Shape {
@@ -312,7 +316,7 @@ fn a_file_of_another_version_is_refused() {
     let err = merge(
         Some(HAND_WRITTEN_V3),
         "/etc/c.toml",
-        &nvidia(),
+        &Wanted::nvidia(),
         ConfigVersion::V2,
     )
     .unwrap_err();
@@ -327,7 +331,7 @@ fn runtime_names_that_are_not_plain_keys_are_refused() {
     for name in ["", "nvidia.gpu", "runc", "a b"] {
         let wanted = Wanted {
             runtime_name: name.into(),
-            ..nvidia()
+            ..Wanted::nvidia()
         };
         assert!(matches!(
             merge(None, "c", &wanted, ConfigVersion::V2),

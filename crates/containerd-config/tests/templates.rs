@@ -8,23 +8,6 @@ use containerd_config::{
 };
 use serde_json::json;
 
-fn nvidia() -> Wanted {
-    Wanted {
-        nvidia_runtime: true,
-        set_as_default: true,
-        runtime_name: "nvidia".into(),
-        runtime_path: "/usr/bin/nvidia-container-runtime".into(),
-        systemd_cgroup: true,
-    }
-}
-
-fn runc_only() -> Wanted {
-    Wanted {
-        nvidia_runtime: false,
-        ..nvidia()
-    }
-}
-
 fn vars(v: serde_json::Value) -> TemplateVars {
     v.as_object().unwrap().clone()
 }
@@ -54,8 +37,11 @@ fn the_gpu_template_without_nvidia_renders_as_the_standard_one() {
     for version in [ConfigVersion::V2, ConfigVersion::V3] {
         for vars in [TemplateVars::new(), every_variable()] {
             let (name, gpu) = builtin_template(true);
-            let from_gpu = render(name, gpu, &runc_only(), version, &vars).unwrap();
-            assert_eq!(from_gpu, render_builtin(&runc_only(), version, &vars));
+            let from_gpu = render(name, gpu, &Wanted::runc_only(), version, &vars).unwrap();
+            assert_eq!(
+                from_gpu,
+                render_builtin(&Wanted::runc_only(), version, &vars)
+            );
         }
     }
 }
@@ -63,13 +49,13 @@ fn the_gpu_template_without_nvidia_renders_as_the_standard_one() {
 #[test]
 fn every_rendering_sets_what_was_asked() {
     let wanted = [
-        nvidia(),
-        runc_only(),
+        Wanted::nvidia(),
+        Wanted::runc_only(),
         Wanted {
             set_as_default: false,
             systemd_cgroup: false,
             runtime_name: "nvidia-gpu".into(),
-            ..nvidia()
+            ..Wanted::nvidia()
         },
     ];
     for version in [ConfigVersion::V2, ConfigVersion::V3] {
@@ -86,7 +72,7 @@ fn every_rendering_sets_what_was_asked() {
 fn version_2_renderings_are_accepted_by_containerd() {
     let mirrors =
         vars(json!({"registry_mirrors": {"docker.io": ["https://mirror.internal.example:5000"]}}));
-    for w in [nvidia(), runc_only()] {
+    for w in [Wanted::nvidia(), Wanted::runc_only()] {
         for vars in [TemplateVars::new(), every_variable(), mirrors.clone()] {
             let text = render_builtin(&w, ConfigVersion::V2, &vars);
             let dump = common::dump(&text, "template");
@@ -97,7 +83,7 @@ fn version_2_renderings_are_accepted_by_containerd() {
 
 #[test]
 fn the_default_gpu_config_for_containerd_1() {
-    let text = render_builtin(&nvidia(), ConfigVersion::V2, &TemplateVars::new());
+    let text = render_builtin(&Wanted::nvidia(), ConfigVersion::V2, &TemplateVars::new());
     let body = text.split_once("version = 2\n").unwrap().1;
     assert_eq!(
         body,
@@ -139,7 +125,7 @@ oom_score = 0
 /// registry, the runtime plugin the runtimes.
 #[test]
 fn the_default_gpu_config_for_containerd_2_uses_the_version_3_plugins() {
-    let text = render_builtin(&nvidia(), ConfigVersion::V3, &TemplateVars::new());
+    let text = render_builtin(&Wanted::nvidia(), ConfigVersion::V3, &TemplateVars::new());
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let images = &doc["plugins"]["io.containerd.cri.v1.images"];
     assert_eq!(
@@ -182,7 +168,7 @@ fn mirrors_go_inline_for_version_2_and_are_refused_for_version_3() {
     let mirrors = vars(
         json!({"registry_mirrors": {"docker.io": ["https://m.example", "https://registry-1.docker.io"]}}),
     );
-    let text = render_builtin(&nvidia(), ConfigVersion::V2, &mirrors);
+    let text = render_builtin(&Wanted::nvidia(), ConfigVersion::V2, &mirrors);
     assert!(text.contains(
         "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"docker.io\"]\n      endpoint = [\"https://m.example\", \"https://registry-1.docker.io\"]\n"
     ), "{text}");
@@ -191,7 +177,7 @@ fn mirrors_go_inline_for_version_2_and_are_refused_for_version_3() {
         "containerd refuses mirrors together with config_path"
     );
     let (name, source) = builtin_template(true);
-    let err = render(name, source, &nvidia(), ConfigVersion::V3, &mirrors).unwrap_err();
+    let err = render(name, source, &Wanted::nvidia(), ConfigVersion::V3, &mirrors).unwrap_err();
     assert!(
         err.to_string()
             .contains("registry_mirrors needs config_version 2"),
@@ -201,7 +187,7 @@ fn mirrors_go_inline_for_version_2_and_are_refused_for_version_3() {
 
 #[test]
 fn optional_variables_land_in_the_right_tables() {
-    let v2 = render_builtin(&nvidia(), ConfigVersion::V2, &every_variable());
+    let v2 = render_builtin(&Wanted::nvidia(), ConfigVersion::V2, &every_variable());
     assert!(v2.contains("root = \"/data/containerd\"\n"));
     assert!(v2.contains("oom_score = -999\n"));
     assert!(v2.contains("imports = [\"/etc/containerd/conf.d/*.toml\"]\n"));
@@ -209,7 +195,7 @@ fn optional_variables_land_in_the_right_tables() {
         "  sandbox_image = \"registry.internal.example/pause:3.10\"\n  enable_cdi = true\n"
     ));
     assert!(v2.ends_with("  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    bin_dir = \"/opt/cni/bin\"\n    conf_dir = \"/etc/cni/net.d\"\n"));
-    let v3 = render_builtin(&nvidia(), ConfigVersion::V3, &every_variable());
+    let v3 = render_builtin(&Wanted::nvidia(), ConfigVersion::V3, &every_variable());
     assert!(v3.contains("[plugins.\"io.containerd.cri.v1.runtime\"]\n  enable_cdi = true\n"));
     assert!(v3.ends_with("  [plugins.\"io.containerd.cri.v1.runtime\".cni]\n    bin_dirs = [\"/opt/cni/bin\"]\n    conf_dir = \"/etc/cni/net.d\"\n"));
 }
