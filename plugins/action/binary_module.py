@@ -22,7 +22,6 @@ import os
 import shlex
 import time
 
-from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.json import Direction, get_module_encoder
 from ansible.plugins.action import ActionBase
 from ansible.vars.clean import remove_internal_keys
@@ -58,6 +57,13 @@ class LocalBinary:
         self.remote_name = f"{module}-{self.sha256[:16]}"
 
 
+def failed(result, msg, **values):
+    """A failed task result, as a module's would be (raising would make
+    Ansible add a line about an exception to a plain error)."""
+    result.update(values, failed=True, changed=False, msg=msg)
+    return result
+
+
 def node_arch(stderr):
     """The architecture the run command reported on stderr."""
     for line in stderr.splitlines():
@@ -87,10 +93,11 @@ class ActionModule(ActionBase):
         module = self._task.action.rpartition(".")[2]
         binaries = local_binaries(module)
         if not binaries:
-            raise AnsibleActionFail(f"no build of the {module} module in {BIN_DIR}: run `make build` first")
+            return failed(result, f"no build of the {module} module in {BIN_DIR}: run `make build` first")
         if not self._connection.has_pipelining:
-            raise AnsibleActionFail(
-                f"the {self._connection.transport} connection cannot send data on stdin, which {module} needs; use ssh or local"
+            return failed(
+                result,
+                f"the {self._connection.transport} connection cannot send data on stdin, which {module} needs; use ssh or local",
             )
 
         module_args = dict(self._task.args)
@@ -103,14 +110,21 @@ class ActionModule(ActionBase):
         transferred = False
         if first_line.startswith(UNSUPPORTED):
             arch = first_line[len(UNSUPPORTED):].strip()
-            raise AnsibleActionFail(
+            return failed(
+                result,
                 f"{module} cannot run on this node: its architecture is {arch!r}; "
-                f"supported architectures: {', '.join(sorted(binaries))}"
+                f"supported architectures: {', '.join(sorted(binaries))}",
             )
         if first_line.startswith(MISSING):
             reported = first_line[len(MISSING):].strip()
-            res = self._install_and_run(binaries[ARCH_ALIASES[reported]], reported, args_json)
-            transferred = True
+            binary = binaries[ARCH_ALIASES[reported]]
+            # Check mode leaves no file behind, the module cache included: the
+            # binary runs from a temporary file, removed with any folder made for it.
+            cache = not self._task.check_mode
+            res = self._install_and_run(binary, reported, args_json, cache)
+            if res.get("install_failed"):
+                return failed(result, res["install_failed"], rc=res["rc"], stderr=res.get("stderr", ""))
+            transferred = cache
 
         data = self._parse_returned_data(res, "legacy")
         remove_internal_keys(data)
@@ -140,34 +154,44 @@ class ActionModule(ActionBase):
         )
         return self._execute("run", self._wrap(script), args_json)
 
-    def _install_and_run(self, binary, reported_arch, args_json):
-        """Sends one binary to the node's cache, verified and atomically renamed,
-        removes older builds of the same module, and runs it: one command, whose
-        stdin is the arguments on one line (JSON has no raw newline, and sh's
-        `read` takes exactly that line) followed by the binary."""
+    def _install_and_run(self, binary, reported_arch, args_json, cache):
+        """Sends one binary to the node and runs it: one command, whose stdin is
+        the arguments on one line (JSON has no raw newline, and sh's `read`
+        takes exactly that line) followed by the binary. With `cache`, the
+        binary is verified and atomically renamed into the node's cache, and
+        older builds of the module are removed; without, it runs from a
+        temporary file that is removed afterwards, with every folder made for it."""
         module = binary.remote_name.rsplit("-", 1)[0]
         script = (
-            f'umask 077; d={REMOTE_CACHE}; t="$d/.{binary.remote_name}.$$"; '
+            f'umask 077; d={REMOTE_CACHE}; t="$d/.{binary.remote_name}.$$"; made=""; '
             f'failed() {{ rm -f "$t"; echo "{INSTALL_FAILED} $1"; exit 1; }}; '
+            # The folders that do not exist yet, innermost first.
+            'p="$d"; while [ ! -d "$p" ]; do made="$made $p"; p=$(dirname "$p"); done; '
             'mkdir -p "$d" || failed "cannot create $d"; '
             'IFS= read -r args || failed "no arguments before the binary"; '
             'cat > "$t" || failed "cannot write $t"; '
             f'if command -v sha256sum >/dev/null 2>&1; then '
             f'echo "{binary.sha256}  $t" | sha256sum -c --status || failed "checksum mismatch after transfer"; fi; '
-            f'chmod 700 "$t" && mv -f "$t" "$d/{binary.remote_name}" || failed "cannot rename $t"; '
-            f'for f in "$d"/{module}-*; do [ "$f" = "$d/{binary.remote_name}" ] || rm -f "$f"; done; '
+            'chmod 700 "$t" || failed "cannot make $t executable"; '
             f'echo "{ARCH_MARK}{reported_arch}" >&2; '
-            f'printf "%s\\n" "$args" | "$d/{binary.remote_name}" /dev/stdin'
         )
+        if cache:
+            script += (
+                f'mv -f "$t" "$d/{binary.remote_name}" || failed "cannot rename $t"; '
+                f'for f in "$d"/{module}-*; do [ "$f" = "$d/{binary.remote_name}" ] || rm -f "$f"; done; '
+                f'printf "%s\\n" "$args" | "$d/{binary.remote_name}" /dev/stdin'
+            )
+        else:
+            script += (
+                'printf "%s\\n" "$args" | "$t" /dev/stdin; rc=$?; rm -f "$t"; '
+                'for p in $made; do rmdir "$p"; done; exit $rc'
+            )
         res = self._execute("install+run", self._wrap(script), args_json + b"\n" + binary.data, len(binary.data))
         first_line = res["stdout"].lstrip().split("\n", 1)[0]
         if first_line.startswith(INSTALL_FAILED):
             why = first_line[len(INSTALL_FAILED):].strip()
             stderr = res.get("stderr", "").strip()
-            raise AnsibleActionFail(
-                f"could not copy {binary.path} to the node: {why}" + (f" ({stderr})" if stderr else ""),
-                result={"rc": res["rc"], "stderr": res.get("stderr", ""), "stdout": res.get("stdout", "")},
-            )
+            res["install_failed"] = f"could not copy {binary.path} to the node: {why}" + (f" ({stderr})" if stderr else "")
         return res
 
     def _execute(self, step, cmd, in_data, binary_bytes=0):

@@ -28,7 +28,6 @@ CALLS = "/var/lib/fake-nvidia-installer/calls"
 INITRAMFS_CALLS = "/var/lib/gpu-sandbox/update-initramfs.calls"
 BLACKLIST = "/etc/modprobe.d/blacklist-nouveau.conf"
 FACTS_FILE = "/etc/ansible/facts.d/gpu.fact"
-MODULE_CACHE = "/root/.ansible/gpu-node-modules"
 DRIVER_TASK = ("install_os_package : Install the NVIDIA driver with its .run installer"
                " (nothing runs when driver_version is loaded already)")
 FETCH_TASK = "install_os_package : Get the driver installer onto the node, unless driver_version is loaded already"
@@ -146,14 +145,6 @@ def calls(node):
     """The stand-in installer's calls on the node: [("start", version), ("end", status)]."""
     text = read(node, CALLS) or ""
     return [(line.split()[0], line.split()[2]) for line in text.splitlines()]
-
-
-def hash_without_module_cache(node):
-    digest = node.upper_hash(exclude=(MODULE_CACHE,))
-    if "/root/.ansible" in digest:  # holding the module cache only
-        assert sorted(p.name for p in (node.upper / "root/.ansible").iterdir()) == ["gpu-node-modules"]
-        del digest["/root/.ansible"]
-    return digest
 
 
 def driver_changes(run, host):
@@ -338,25 +329,25 @@ def test_reboot_allowed_reaches_the_reboot_task_in_check_mode(sb, repo, site, an
     mode shows that the role would reboot the nouveau node instead of stopping."""
     consumer = sb.node(CONSUMER)
     assert consumer.path(BLACKLIST).exists(), "runs on the state nouveau_runs left"
-    before = consumer.upper_hash(exclude=(MODULE_CACHE,))
+    before = consumer.upper_hash()
     run = ansible_factory(sb.inventory).playbook(
         site, "--check", "-l", CONSUMER, *driver_vars(repo, gpu_driver_reboot=True)).expect_ok()
     reboot = run.result(CONSUMER, "install_os_package : Reboot the node, as the driver asks (gpu_driver_reboot is true)")
     assert reboot["status"] == "ok" and reboot["changed"] and reboot["result"]["rebooted"], reboot
     assert run.result(CONSUMER, "install_os_package : Install the NVIDIA driver after the reboot")["status"] == "skipped"
     assert run.result(CONSUMER, STOP_TASK)["status"] == "skipped"
-    assert consumer.upper_hash(exclude=(MODULE_CACHE,)) == before
+    assert consumer.upper_hash() == before
 
 
 def test_check_mode_fetches_nothing_runs_nothing_and_shows_the_command(sb, repo, requests, site, ansible_factory):
     sb.reset()
-    before = {n.name: hash_without_module_cache(n) for n in sb.nodes}
+    before = {n.name: n.upper_hash() for n in sb.nodes}
     repo.add(NEW)
     run = ansible_factory(sb.inventory).playbook(
         site, "--check", "-e", json.dumps({"install_gpu_driver": True, "driver_version": NEW,
                                           "gpu_driver_repo_url": repo.url})).expect_ok()
     for node in sb.nodes:
-        assert hash_without_module_cache(node) == before[node.name], f"{node.name} changed in check mode"
+        assert node.upper_hash() == before[node.name], f"{node.name} changed in check mode"
         assert read(node, CALLS) is None
     assert requests == [], "no request at all: the folder it would go to does not exist yet"
     plan = "install_os_package : Show what installing the driver would do (check mode)"

@@ -3,6 +3,8 @@ playbook: the right facts, the right GPU mode, and for a node of an
 architecture no module is built for, a clear error."""
 import pytest
 
+from ansible_run import REPO
+
 PROFILES = ["cpu", "h200", "hgx-h100", "consumer", "vfio", "amd", "gh200", "riscv64"]
 HOSTS = {f"worker{i}": p for i, p in enumerate(PROFILES, start=1)}
 RUNTIME = "/usr/bin/nvidia-container-runtime"
@@ -72,3 +74,27 @@ def test_setup_playbook_stops_on_an_unsupported_architecture(sb, site, ansible_f
     result = run.result("worker8", "install_os_package : Detect the node's NVIDIA GPUs and write them to the local facts file")
     assert "its architecture is 'riscv64'" in result["result"]["msg"]
     assert run.stats["worker8"]["failures"] == 1
+
+
+ELF_MACHINE = {"x86_64": 0x3E, "aarch64": 0xB7}  # e_machine, at byte 18 of an ELF header
+
+
+def test_each_node_gets_the_build_of_its_architecture(sb, ansible_factory):
+    """Which file was sent, proven three ways: the task result's sha256 is the
+    local build's of the node's architecture, the node's module cache holds
+    exactly that file, and that file is an ELF for that architecture."""
+    import hashlib
+
+    sb.reset(["worker1", "worker7"])
+    run = ansible_factory(sb.inventory).adhoc("worker1,worker7", "nvidia_gpu_facts").expect_ok()
+    for host, arch in (("worker1", "x86_64"), ("worker7", "aarch64")):
+        build = (REPO / "dist" / arch / "nvidia_gpu_facts").read_bytes()
+        sha = hashlib.sha256(build).hexdigest()
+        sent = run.result(host, "nvidia_gpu_facts")["result"]["module_binary"]
+        assert sent == {"architecture": arch, "sha256": sha, "transferred": True}, host
+        cache = sb.node(host).path("/root/.ansible/gpu-node-modules")
+        cached = sorted(cache.iterdir())
+        assert [p.name for p in cached] == [f"nvidia_gpu_facts-{sha[:16]}"], host
+        on_node = cached[0].read_bytes()
+        assert hashlib.sha256(on_node).hexdigest() == sha, host
+        assert on_node[:4] == b"\x7fELF" and on_node[18] == ELF_MACHINE[arch], host
