@@ -11,6 +11,7 @@ if [ -d .whl ]; then
     export PYTHONPATH=/tmp/site
 fi
 ansible() { python3 -c 'import sys; from ansible.cli.adhoc import main; sys.argv[0] = "ansible"; sys.exit(main())' "$@"; }
+ansible_playbook() { python3 -c 'import sys; from ansible.cli.playbook import main; sys.argv[0] = "ansible-playbook"; sys.exit(main())' "$@"; }
 section() { printf '\n### %s\n\n```\n' "$1"; }
 end() { printf '```\n'; }
 {
@@ -47,5 +48,12 @@ print(f"median {statistics.median(times):.2f} ms, p90 {sorted(times)[269]:.2f} m
 PY
 # Peak RSS from GNU time (Python's own pages would count if it measured).
 /usr/bin/time -f "peak RSS %M KiB" dist/x86_64/nvidia_gpu_facts /tmp/facts-args.json >/dev/null
+end
+section "ansible-playbook -i localhost, -c local playbooks/site.yml --check --diff (no package installs)"
+ansible_playbook -i localhost, -c local playbooks/site.yml --check --diff -e install_os_packages=false -e containerd_install=false
+end
+section "ansible-playbook ... playbooks/site.yml --tags gpu (writes the local facts file), then playbooks/verify.yml"
+ansible_playbook -i localhost, -c local playbooks/site.yml --tags gpu -e install_os_packages=false
+ansible_playbook -i localhost, -c local playbooks/verify.yml
 end
 } 2>&1 | tee "$OUT/real-hardware.txt"
