@@ -161,13 +161,7 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     }
     let check_mode = module.check_mode();
 
-    let (containerd, containerd_version) = find_containerd(module, &opts)?;
-    // Before anything is written, so that it says what the run found.
-    let current = current::inspect(
-        &opts.path,
-        containerd.as_deref(),
-        containerd_version.as_ref(),
-    );
+    let containerd = locate_containerd(&opts)?;
     if wanted.nvidia_runtime && opts.require_runtime_binary {
         check_runtime_binary(module, &opts.runtime_path, check_mode)?;
     }
@@ -195,13 +189,47 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         VersionChoice::V2 => Some(ConfigVersion::V2),
         VersionChoice::V3 => Some(ConfigVersion::V3),
     };
-    let version = config::choose_version(
+    // containerd itself (`--version`, `config dump`: a Go binary of tens of
+    // MB, 20 to 40 ms each) is asked only when the file's own version does not
+    // decide, or when something is to be written: a second run with nothing
+    // to change runs none of it, and reads `current` from the files.
+    let version_known = asked.is_some()
+        || matches!(declared, Some(Declared::Version(n)) if ConfigVersion::from_number(n).is_some());
+    let mut containerd_version = match &containerd {
+        Some(bin) if !version_known => containerd_release(module, bin),
+        _ => None,
+    };
+    let chosen = config::choose_version(
         asked,
         declared.map(|d| (d, main_path.as_str())),
         opts.mode != Mode::Template && declared != Some(Declared::Unversioned),
         containerd_version.as_ref(),
-    )
-    .map_err(nothing_written)?;
+    );
+    let nothing_to_go_by = containerd.is_none() && declared.is_none() && asked.is_none();
+    let (version, note) = settle_version(chosen, check_mode && nothing_to_go_by)?;
+    if let Some(note) = note {
+        module.warn(note);
+    }
+
+    let mut notes = Vec::new();
+    let plan = plan(
+        &opts,
+        &wanted,
+        version,
+        main_text,
+        main_before.as_deref(),
+        &mut notes,
+    )?;
+    let changed = plan.iter().any(Planned::changed);
+    if let (Some(bin), true, None) = (&containerd, changed, &containerd_version) {
+        containerd_version = containerd_release(module, bin);
+    }
+    // Before anything is written, so that it says what the run found.
+    let current = current::inspect(
+        &opts.path,
+        containerd.as_deref().filter(|_| changed),
+        containerd_version.as_ref(),
+    );
     if let Some(cv) = &containerd_version {
         if !version.read_by(cv) {
             return Err(Failure::new(format!(
@@ -215,17 +243,6 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
             )));
         }
     }
-
-    let mut notes = Vec::new();
-    let plan = plan(
-        &opts,
-        &wanted,
-        version,
-        main_text,
-        main_before.as_deref(),
-        &mut notes,
-    )?;
-    let changed = plan.iter().any(Planned::changed);
 
     let validate = opts.validate.unwrap_or(containerd.is_some());
     let validator = match (&containerd, validate) {
@@ -319,33 +336,61 @@ fn inspect(module: &mut Module, opts: &Options) -> Result<Outcome, Failure> {
 
 /// The containerd binary (`containerd_path`, else the first one found) and
 /// its release; a release that cannot be read is a warning.
+/// The version to write. In check mode on a fresh node, containerd is not
+/// installed yet (the role's package task did not really run) and no file
+/// says: the plan is shown for version 2, the one distributions ship today,
+/// with a warning, rather than failing the whole check.
+fn settle_version(
+    chosen: Result<ConfigVersion, config::Error>,
+    check_mode_without_clues: bool,
+) -> Result<(ConfigVersion, Option<String>), Failure> {
+    match chosen {
+        Ok(version) => Ok((version, None)),
+        Err(config::Error::Version(why)) if check_mode_without_clues => Ok((
+            ConfigVersion::V2,
+            Some(format!(
+                "{why}; check mode shows config version 2 (containerd 1.x), the real run asks \
+                 the containerd installed by then"
+            )),
+        )),
+        Err(e) => Err(nothing_written(e)),
+    }
+}
+
 fn find_containerd(
     module: &mut Module,
     opts: &Options,
 ) -> Result<(Option<PathBuf>, Option<config::ContainerdVersion>), Failure> {
-    let containerd = match &opts.containerd_path {
-        Some(path) => match node::not_executable(path) {
-            None => Some(path.clone()),
-            Some(why) => {
-                return Err(Failure::new(format!(
-                    "containerd_path {} {why}",
-                    path.display()
-                )))
-            }
-        },
-        None => node::find_containerd(),
-    };
-    let version = match &containerd {
-        Some(bin) => match node::containerd_version(bin) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                module.warn(why);
-                None
-            }
-        },
-        None => None,
-    };
+    let containerd = locate_containerd(opts)?;
+    let version = containerd
+        .as_ref()
+        .and_then(|bin| containerd_release(module, bin));
     Ok((containerd, version))
+}
+
+/// The containerd binary: `containerd_path`, else the first one found.
+fn locate_containerd(opts: &Options) -> Result<Option<PathBuf>, Failure> {
+    match &opts.containerd_path {
+        Some(path) => match node::not_executable(path) {
+            None => Ok(Some(path.clone())),
+            Some(why) => Err(Failure::new(format!(
+                "containerd_path {} {why}",
+                path.display()
+            ))),
+        },
+        None => Ok(node::find_containerd()),
+    }
+}
+
+/// `containerd --version`; one that cannot be read is a warning.
+fn containerd_release(module: &mut Module, bin: &Path) -> Option<config::ContainerdVersion> {
+    match node::containerd_version(bin) {
+        Ok(v) => Some(v),
+        Err(why) => {
+            module.warn(why);
+            None
+        }
+    }
 }
 
 fn check_paths(opts: &Options) -> Result<(), Failure> {
@@ -638,4 +683,36 @@ fn message(
         msg.push_str(note);
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown() -> Result<ConfigVersion, config::Error> {
+        Err(config::Error::Version(
+            "cannot tell which config version to write".into(),
+        ))
+    }
+
+    #[test]
+    fn check_mode_on_a_fresh_node_plans_version_2_with_a_warning() {
+        let (version, note) = settle_version(unknown(), true).unwrap();
+        assert_eq!(version, ConfigVersion::V2);
+        assert!(note.unwrap().contains("check mode shows config version 2"));
+    }
+
+    #[test]
+    fn a_real_run_without_a_version_fails() {
+        let failure = settle_version(unknown(), false).unwrap_err();
+        assert!(
+            failure.msg.contains("cannot tell which config version"),
+            "{}",
+            failure.msg
+        );
+        assert_eq!(
+            settle_version(Ok(ConfigVersion::V3), true).unwrap(),
+            (ConfigVersion::V3, None)
+        );
+    }
 }
