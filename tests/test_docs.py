@@ -55,7 +55,8 @@ def test_documentation_has_examples_and_return_values(module):
 def test_facts_module_documents_every_fact_it_returns(tmp_path):
     binary = REPO / "dist/x86_64/nvidia_gpu_facts"
     args = tmp_path / "args.json"
-    args.write_text(json.dumps({"root": str(REPO / "tests/fixtures/h200-vm")}))
+    # decide_gpu_mode adds the decision's facts: every fact the module can return.
+    args.write_text(json.dumps({"root": str(REPO / "tests/fixtures/h200-vm"), "decide_gpu_mode": True}))
     facts = json.loads(subprocess.run([str(binary), str(args)], capture_output=True, text=True).stdout)["ansible_facts"]
     documented_facts = documented("nvidia_gpu_facts")["return"]["ansible_facts"]["contains"]
     assert sorted(documented_facts) == sorted(facts)

@@ -19,6 +19,9 @@ pub const SPEC: ModuleSpec = ModuleSpec {
     args: &[
         Arg::path("root").default_str("/"),
         Arg::path("local_facts_path"),
+        Arg::bool("decide_gpu_mode").default_bool(false),
+        Arg::bool("has_nvidia_gpu"),
+        Arg::list("supported_os_families"),
     ],
 };
 
@@ -29,6 +32,15 @@ pub struct Options {
     pub root: PathBuf,
     /// Also write the detection as JSON here, for `ansible_local`.
     pub local_facts_path: Option<PathBuf>,
+    /// Also return the node's GPU mode (`gpu_node_enabled`,
+    /// `gpu_node_mode_source`), as the gpu_node_mode role decides it: in the
+    /// same call, so that a play pays no task of its own for the decision.
+    pub decide_gpu_mode: bool,
+    /// The user's GPU mode (the inventory's has_nvidia_gpu), which wins over
+    /// detection; unset (null), detection decides. Never returned as a fact.
+    pub has_nvidia_gpu: Option<bool>,
+    /// Fail, writing nothing, on a node whose OS family is none of these.
+    pub supported_os_families: Option<Vec<String>>,
 }
 
 /// Detects, writes the local facts file when asked, and returns the facts.
@@ -44,7 +56,10 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     for warning in &detection.warnings {
         module.warn(warning.clone());
     }
-    let facts = facts(&root, &detection);
+    let mut facts = facts(&root, &detection);
+    if let Some(families) = &opts.supported_os_families {
+        check_os_family(&facts, families)?;
+    }
     let mut outcome = Outcome::new(false).msg(summary(&detection));
     if let Some(path) = &opts.local_facts_path {
         let written = write_local_facts(path, &facts, module.check_mode())?;
@@ -53,8 +68,34 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
             outcome = outcome.diff(diff);
         }
     }
+    if opts.decide_gpu_mode {
+        let (enabled, source) = match opts.has_nvidia_gpu {
+            Some(user) => (user, "user"),
+            None => (!detection.gpus.is_empty(), "detected"),
+        };
+        facts.insert("gpu_node_enabled".into(), enabled.into());
+        facts.insert("gpu_node_mode_source".into(), source.into());
+    } else if opts.has_nvidia_gpu.is_some() {
+        module.warn("has_nvidia_gpu is used only with decide_gpu_mode: true; it is ignored");
+    }
     outcome.facts = facts;
     Ok(outcome)
+}
+
+/// The node's OS family must be one of `families`; the message is the one
+/// install_os_package's assert gave.
+fn check_os_family(facts: &Map<String, Value>, families: &[String]) -> Result<(), Failure> {
+    let family = facts["node_os_family"].as_str();
+    if family.is_some_and(|f| families.iter().any(|x| x == f)) {
+        return Ok(());
+    }
+    Err(Failure::new(format!(
+        "This node runs {} {} (OS family {}); supported OS families: {}.",
+        facts["node_os_id"].as_str().unwrap_or("an unknown OS"),
+        facts["node_os_version"].as_str().unwrap_or(""),
+        family.unwrap_or("unknown"),
+        families.join(", ")
+    )))
 }
 
 /// The facts, named as the playbooks and the documentation use them.
@@ -103,6 +144,9 @@ pub fn facts(root: &Root, d: &Detection) -> Map<String, Value> {
         "node_os_family": os.family(),
         "node_os_id": os.id,
         "node_os_version": os.version_id,
+        // sd_booted(3)'s test. A fact, so that the roles' handlers know how to
+        // restart a service without asking the node again.
+        "node_systemd": root.path("/run/systemd/system").is_dir(),
     });
     match facts {
         Value::Object(map) => map,
@@ -148,7 +192,7 @@ fn write_local_facts(
 ) -> Result<fs::FileOutcome, Failure> {
     let detection: Map<String, Value> = facts
         .iter()
-        .filter(|(name, _)| !name.starts_with("node_"))
+        .filter(|(name, _)| !name.starts_with("node_") && !name.starts_with("gpu_node_"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut text =

@@ -153,7 +153,7 @@ fn unknown_option_is_refused_like_ansible_does() {
     assert_eq!(code, 1);
     assert_eq!(
         r["msg"],
-        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: local_facts_path, root.")
+        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: decide_gpu_mode, has_nvidia_gpu, local_facts_path, root, supported_os_families.")
     );
 }
 
@@ -199,6 +199,51 @@ fn facts_file_is_written_once_then_unchanged() {
     );
     let (_, second) = run("factsfile-2", args);
     assert_eq!(second["changed"], json!(false));
+}
+
+#[test]
+fn gpu_mode_is_detection_unless_the_user_set_it() {
+    let (_, detected) = run(
+        "mode-detected",
+        json!({"root": h200_root(), "decide_gpu_mode": true}),
+    );
+    assert_eq!(detected["ansible_facts"]["gpu_node_enabled"], json!(true));
+    assert_eq!(
+        detected["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
+    let (_, user) = run(
+        "mode-user",
+        json!({"root": h200_root(), "decide_gpu_mode": true, "has_nvidia_gpu": "false"}),
+    );
+    assert_eq!(user["ansible_facts"]["gpu_node_enabled"], json!(false));
+    assert_eq!(user["ansible_facts"]["gpu_node_mode_source"], json!("user"));
+    assert!(user["ansible_facts"].get("has_nvidia_gpu").is_none());
+    let (_, null) = run(
+        "mode-null",
+        json!({"root": h200_root(), "decide_gpu_mode": true, "has_nvidia_gpu": null}),
+    );
+    assert_eq!(
+        null["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
+    let (_, plain) = run("mode-off", json!({"root": h200_root()}));
+    assert!(plain["ansible_facts"].get("gpu_node_enabled").is_none());
+}
+
+#[test]
+fn unsupported_os_family_fails_and_writes_nothing() {
+    let path = scratch("os").join("facts.d/gpu.fact");
+    let (code, r) = run(
+        "os",
+        json!({"root": h200_root(), "local_facts_path": path, "supported_os_families": ["RedHat"]}),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        r["msg"],
+        json!("This node runs ubuntu 24.04 (OS family Debian); supported OS families: RedHat.")
+    );
+    assert!(!path.exists());
 }
 
 #[test]
