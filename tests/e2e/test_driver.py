@@ -373,7 +373,7 @@ def test_tags_driver_runs_detection_and_the_driver_tasks_only(sb, repo, site, an
     sb.reset([H100])
     run = ansible_factory(sb.inventory).playbook(site, "--tags", "driver", "-l", H100, *driver_vars(repo)).expect_ok()
     ran = [r["task"] for r in run.host_results(H100) if r["status"] != "skipped" and "Validating arguments" not in r["task"]]
-    assert ran[0] == "install_os_package : Detect the node's NVIDIA GPUs and write them to the local facts file"
+    assert ran[0] == "install_os_package : Detect the node's NVIDIA GPUs, decide whether it is a GPU node, check its OS"
     assert not [t for t in ran if "packages" in t or t.startswith("install_containerd : ")], ran
     assert run.result(H100, DRIVER_TASK)["changed"]
     assert read(sb.node(H100), "/sys/module/nvidia/version") == f"{NEW}\n"

@@ -24,10 +24,10 @@ def decisions(user, hosts=("worker1", "worker2")):
 
 
 def run_decisions(run):
-    """The decision each host's play made, from the set_fact result."""
+    """The decision each host's play made, from the detection's result."""
     out = {}
     for host in ("worker1", "worker2"):
-        facts = run.result(host, "Decide whether the node is set up as a GPU node")["result"]["ansible_facts"]
+        facts = run.result(host, "install_os_package : Detect the node's NVIDIA GPUs, decide whether it is a GPU node, check its OS")["result"]["ansible_facts"]
         out[host] = (facts["gpu_node_enabled"], facts["gpu_node_mode_source"])
     return out
 
@@ -91,24 +91,25 @@ def test_extra_vars_win_both_ways_and_detection_decides_again_without_them(sb, s
         assert decisions(user) == expected, args
 
 
-def test_tagged_run_decides_from_the_cached_detection(sb, site, ansible_factory):
-    """`--tags packages` skips detection: the decision is made again from the
-    detection in the fact cache, and an override given now still wins."""
+def test_tagged_run_detects_again_and_an_override_given_now_wins(sb, site, ansible_factory):
+    """`--tags packages`: detection and the decision run whatever the tags
+    (one call), so an override given now wins over the cached decision, and
+    without it detection decides again."""
     user = ansible_factory(sb.inventory)
     user.playbook(site, "-e", "install_os_packages=false").expect_ok()
     run = user.playbook(site, "--tags", "packages", "-e", "has_nvidia_gpu=true").expect_ok()
-    ran = [r for r in run.results if r["action"] == "nvidia_gpu_facts" and r["status"] != "skipped"]
-    assert not ran, "detection was skipped"
+    ran = [r["host"] for r in run.results if r["action"] == "nvidia_gpu_facts" and r["status"] != "skipped"]
+    assert sorted(ran) == sorted(DETECTED), "one detection per node, with the decision"
     assert run_decisions(run) == {"worker1": (True, "user"), "worker2": (True, "user")}
     run = user.playbook(site, "--tags", "packages").expect_ok()
     assert run_decisions(run) == {h: (d, "detected") for h, d in DETECTED.items()}
 
 
 def test_tagged_run_without_any_detection_detects_the_node_itself(sb, site, ansible_factory):
-    """--tags packages with an empty fact cache: gpu_node_mode detects each
-    node (its OS decides the packages) and the decision is the detection."""
+    """--tags packages with an empty fact cache: each node is detected (its OS
+    decides the packages) and the decision is the detection."""
     user = ansible_factory(sb.inventory)  # an empty fact cache
     run = user.playbook(site, "--tags", "packages").expect_ok()
     ran = [r["host"] for r in run.results if r["action"] == "nvidia_gpu_facts" and r["status"] != "skipped"]
-    assert sorted(ran) == sorted(DETECTED), "each node detected once, by gpu_node_mode"
+    assert sorted(ran) == sorted(DETECTED), "each node detected once"
     assert run_decisions(run) == {h: (d, "detected") for h, d in DETECTED.items()}

@@ -71,7 +71,7 @@ def test_setup_playbook_decides_each_profile(sb, site, ansible_factory):
 
 def test_setup_playbook_stops_on_an_unsupported_architecture(sb, site, ansible_factory):
     run = ansible_factory(sb.inventory).playbook(site, "-l", "worker8").expect_failed()
-    result = run.result("worker8", "install_os_package : Detect the node's NVIDIA GPUs and write them to the local facts file")
+    result = run.result("worker8", "install_os_package : Detect the node's NVIDIA GPUs, decide whether it is a GPU node, check its OS")
     assert "its architecture is 'riscv64'" in result["result"]["msg"]
     assert run.stats["worker8"]["failures"] == 1
 

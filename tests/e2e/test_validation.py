@@ -32,6 +32,6 @@ def test_bad_role_variable_fails_before_any_task(sb, site, ansible_factory, extr
 
 def test_unknown_os_fails_with_the_os_named(sb, site, ansible_factory):
     run = ansible_factory(sb.inventory).playbook(site, "-l", "worker2").expect_failed()
-    msg = run.result("worker2", "Check that the node's OS is supported")["result"]["msg"]
+    msg = run.result("worker2", "Detect the node's NVIDIA GPUs, decide whether it is a GPU node, check its OS")["result"]["msg"]
     assert "nixos 24.11" in msg and "supported OS families: Debian, RedHat" in msg, msg
     assert not [r for r in run.host_results("worker2") if r["action"].endswith("apt")], "no package task ran"
