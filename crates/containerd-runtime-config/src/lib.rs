@@ -191,8 +191,8 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     };
     // containerd itself (`--version`, `config dump`: a Go binary of tens of
     // MB, 20 to 40 ms each) is asked only when the file's own version does not
-    // decide, or when something is to be written: a second run with nothing
-    // to change runs none of it, and reads `current` from the files.
+    // decide, or to validate what is to be written: a second run with nothing
+    // to change runs none of it.
     let version_known = asked.is_some()
         || matches!(declared, Some(Declared::Version(n)) if ConfigVersion::from_number(n).is_some());
     let mut containerd_version = match &containerd {
@@ -224,12 +224,10 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     if let (Some(bin), true, None) = (&containerd, changed, &containerd_version) {
         containerd_version = containerd_release(module, bin);
     }
-    // Before anything is written, so that it says what the run found.
-    let current = current::inspect(
-        &opts.path,
-        containerd.as_deref().filter(|_| changed),
-        containerd_version.as_ref(),
-    );
+    // Before anything is written, so that it says what the run found. From
+    // the files: a `containerd config dump` of the old file here would be a
+    // third containerd run on a change (state: inspect asks containerd).
+    let current = current::inspect(&opts.path, None, containerd_version.as_ref());
     if let Some(cv) = &containerd_version {
         if !version.read_by(cv) {
             return Err(Failure::new(format!(
