@@ -9,7 +9,7 @@ Ansible log go to bench/out/.
 
     .venv/bin/python bench/run.py                       # 1 4 16 32 nodes, 5 repeats
     .venv/bin/python bench/run.py --nodes "1 4" --repeats 3   # quicker: bench/out/results.md
-    .venv/bin/python bench/run.py --sides ours,baseline,proposed   # and bench/proposals/*.patch
+    .venv/bin/python bench/run.py --tree before=/tmp/old --sides ours,baseline,before   # another copy
 
 Method, in short (bench/results.md says it in full):
 - one sandbox cluster per node count (tests/sandbox.py), profiles mixed as a
@@ -92,54 +92,6 @@ SIDES = {
     "ours": Side("ours", REPO / "playbooks/site.yml"),
     "baseline": Side("baseline", BENCH / "baseline/site.yml"),
 }
-# Changes proposed to roles/ and crates/, measured before anyone makes them:
-# the side "proposed" runs site.yml from a copy of the project with these applied.
-PROPOSALS = BENCH / "proposals"
-TREE_FILES = ["ansible.cfg", "playbooks", "roles", "plugins", "library", "dist"]
-CRATE_FILES = ["Cargo.toml", "Cargo.lock", ".cargo", "crates"]
-
-
-def proposed_side(out: Path, name: str = "proposed") -> Side:
-    """A copy of the project with bench/proposals/*.patch applied (side
-    "proposed"), then bench/proposals/<set>/*.patch (side "proposed-<set>");
-    when a patch changes crates/, the x86_64 modules are rebuilt from the copy
-    (cargo's target folder is kept in bench/out: a rebuild is incremental)."""
-    tree = out / f"{name}-tree"
-    shutil.rmtree(tree, ignore_errors=True)
-    tree.mkdir(parents=True)
-    patches = sorted(PROPOSALS.glob("*.patch"))
-    if name != "proposed":
-        extra = sorted((PROPOSALS / name.removeprefix("proposed-")).glob("*.patch"))
-        if not extra:
-            raise BenchError(f"side {name}: no patches in {PROPOSALS / name.removeprefix('proposed-')}")
-        patches += extra
-    crates = any("\n+++ b/crates/" in p.read_text() for p in patches)
-    for path in TREE_FILES + (CRATE_FILES if crates else []):
-        src = REPO / path
-        if src.is_dir():
-            shutil.copytree(src, tree / path, symlinks=True)
-        elif src.exists():
-            shutil.copy2(src, tree / path)
-    for patch in patches:
-        # The tree may be inside this repository (bench/out): git must not
-        # find it, or it would skip every path outside the tree, silently.
-        applied = subprocess.run(["git", "apply", "--verbose", str(patch)], cwd=tree, capture_output=True, text=True,
-                                 env=os.environ | {"GIT_CEILING_DIRECTORIES": str(tree.parent)})
-        if applied.returncode != 0 or "Skipped patch" in applied.stderr:
-            raise BenchError(f"{patch.relative_to(REPO)} does not apply to the project as it is now:\n{applied.stderr}")
-        print(f"   {name}: applied {patch.relative_to(REPO)}", flush=True)
-    if crates:
-        target = "x86_64-unknown-linux-musl"
-        print(f"   {name}: cargo build (x86_64) of the patched crates", flush=True)
-        subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "--target", target, "--bins"],
-                       cwd=tree, check=True, env=os.environ | {"CARGO_TARGET_DIR": str(out / f"target-{name}")})
-        for module in ("nvidia_gpu_facts", "containerd_runtime_config", "nvidia_driver_install"):
-            built = out / f"target-{name}" / target / "release" / module
-            if built.exists():
-                shutil.copy2(built, tree / "dist/x86_64" / module)
-    return Side(name, tree / "playbooks/site.yml", tree)
-
-
 # -- the machine ----------------------------------------------------------------
 
 
@@ -583,7 +535,7 @@ def peak_rss_kib(cmd: list[str], times: int = 15, prepare: list[str] | None = No
     return int(statistics.median(values))
 
 
-def bench_modules(out: Path, runs: int, data: dict, proposed: Side | None = None):
+def bench_modules(out: Path, runs: int, data: dict):
     """One run of each module on this machine, as root: nvidia_gpu_facts on the
     real H200 capture; containerd_runtime_config with the role's arguments,
     rendering the GPU template into a temporary file, written (first run) and
@@ -634,17 +586,8 @@ def bench_modules(out: Path, runs: int, data: dict, proposed: Side | None = None
              crc_cmd, fresh, None),
             ("crc-unchanged", "containerd_runtime_config, GPU template, nothing to change (second run)",
              crc_cmd, None, None),
-            ("containerd--version", "`containerd --version` alone (the module runs it every time)",
+            ("containerd--version", "`containerd --version` alone (the module runs it only to write)",
              [containerd, "--version"], None, None),
-        ]
-    if containerd and proposed is not None and proposed.tree != REPO:
-        # The same runs of the proposed build (bench/proposals/*.patch).
-        crc_proposed = [str(proposed.tree / "dist/x86_64/containerd_runtime_config"), str(crc_args)]
-        cases += [
-            ("crc-written-proposed", "containerd_runtime_config **proposed**, file written + `containerd config dump`",
-             crc_proposed, fresh, None),
-            ("crc-unchanged-proposed", "containerd_runtime_config **proposed**, nothing to change (second run)",
-             crc_proposed, None, None),
         ]
     results = []
     for name, label, cmd, prepare, wrap in cases:
@@ -672,8 +615,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nodes", default=DEFAULT_NODES, help="node counts, space or comma separated")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="runs of each side per node count")
     parser.add_argument("--sides", default="ours,baseline",
-                        help=f"known: {', '.join(SIDES)}, proposed (site.yml with bench/proposals/*.patch applied), "
-                             "proposed-<set> (and then bench/proposals/<set>/*.patch)")
+                        help=f"known: {', '.join(SIDES)}, and the names given with --tree")
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
                         help="one more side: playbooks/site.yml of another copy of the project (another commit, "
                              "a change being tried), named NAME in --sides; repeatable")
@@ -701,9 +643,9 @@ def main(argv=None) -> int:
     for spec in args.tree:
         name, _, tree = spec.partition("=")
         trees[name] = Side(name, Path(tree).resolve() / "playbooks/site.yml", Path(tree).resolve())
-    unknown = [s for s in side_names if s not in SIDES and s not in trees and not s.startswith("proposed")]
+    unknown = [s for s in side_names if s not in SIDES and s not in trees]
     if unknown:
-        print(f"bench: unknown side(s) {', '.join(unknown)}; known: {', '.join(SIDES)}, proposed, proposed-<set>", file=sys.stderr)
+        print(f"bench: unknown side(s) {', '.join(unknown)}; known: {', '.join([*SIDES, *trees])}", file=sys.stderr)
         return 1
     if os.geteuid() != 0:
         print("bench: the sandbox needs root", file=sys.stderr)
@@ -727,12 +669,10 @@ def main(argv=None) -> int:
         "runs": [], "discarded": [], "configs": [], "bytes": [], "modules": [], "binaries": [],
     }
     try:
-        sides = [proposed_side(out, s) if s.startswith("proposed") else trees.get(s) or SIDES[s] for s in side_names]
-        if any(s.startswith("proposed") for s in side_names):
-            data["proposals"] = [str(p.relative_to(PROPOSALS)) for p in sorted(PROPOSALS.rglob("*.patch"))]
+        sides = [trees.get(s) or SIDES[s] for s in side_names]
         ensure_tools()
         if not args.skip_modules:
-            bench_modules(out, args.module_runs, data, next((s for s in sides if s.name == "proposed"), None))
+            bench_modules(out, args.module_runs, data)
         for n in counts:
             bench_node_count(n, sides, args, out, data)
     except (BenchError, sandbox.SandboxError, subprocess.CalledProcessError) as e:
