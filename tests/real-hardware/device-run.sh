@@ -3,6 +3,9 @@
 # GPU node (the team's H200 machine) from the repository root, after
 # `make build` here. It needs Python 3 and ansible-core there (carried as
 # wheels in .whl/ when the node has no package index); it writes into $OUT.
+# With .containerd/containerd.gz (a gzipped containerd binary, e.g. Debian's:
+# `gzip -c /usr/bin/containerd > .containerd/containerd.gz`) it puts that on
+# PATH, so that the node can answer `containerd --version` and validate.
 set -uo pipefail
 OUT=${OUT:-/tmp/real-hardware}
 mkdir -p "$OUT"
@@ -49,8 +52,20 @@ PY
 # Peak RSS from GNU time (Python's own pages would count if it measured).
 /usr/bin/time -f "peak RSS %M KiB" dist/x86_64/nvidia_gpu_facts /tmp/facts-args.json >/dev/null
 end
+if [ -f .containerd/containerd.gz ]; then
+section "containerd on this node: Debian 12's containerd binary, carried over (the node has none)"
+mkdir -p /tmp/ctd && gunzip -c .containerd/containerd.gz > /tmp/ctd/containerd && chmod 755 /tmp/ctd/containerd
+export PATH=/tmp/ctd:$PATH
+containerd --version
+end
+fi
 section "ansible-playbook -i localhost, -c local playbooks/site.yml --check --diff (no package installs)"
 ansible_playbook -i localhost, -c local playbooks/site.yml --check --diff -e install_os_packages=false -e containerd_install=false
+end
+section "ansible-playbook ... playbooks/site.yml --tags container, for real, config under /tmp (no NVIDIA container toolkit here)"
+ansible_playbook -i localhost, -c local playbooks/site.yml --tags container -e containerd_install=false \
+    -e containerd_config_path=/tmp/gpu-node-run/config.toml -e containerd_drop_in_path=/tmp/gpu-node-run/conf.d/99-nvidia.toml
+echo "exit status $?; files under /tmp/gpu-node-run afterwards:"; find /tmp/gpu-node-run 2>&1
 end
 section "ansible-playbook ... playbooks/site.yml --tags gpu (writes the local facts file), then playbooks/verify.yml"
 ansible_playbook -i localhost, -c local playbooks/site.yml --tags gpu -e install_os_packages=false
