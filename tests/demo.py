@@ -16,7 +16,6 @@ from sandbox import Sandbox, SandboxError  # noqa: E402
 
 PROFILES = ["cpu", "h200", "hgx-h100"]
 SITE = REPO / "playbooks/site.yml"
-OS_PACKAGE_ONLY = HERE / "e2e/playbooks/install_os_package.yml"
 
 
 def describe(name, profile, facts):
@@ -46,16 +45,13 @@ def describe(name, profile, facts):
 def main():
     # `make` stopped with a signal: leave through finally, which stops the nodes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    playbook = SITE if (REPO / "roles/install_containerd/tasks/main.yml").exists() else OS_PACKAGE_ONLY
+    playbook = SITE
     sb = Sandbox(PROFILES)
     try:
         started = time.monotonic()
         sb.up()
         print(f"== sandbox: {len(sb.nodes)} nodes up in {time.monotonic() - started:.2f}s, inventory {sb.inventory}")
         print(sb.inventory.read_text())
-        if playbook != SITE:
-            print("== roles/install_containerd is not there yet: running install_os_package alone "
-                  f"({playbook.relative_to(REPO)})")
         user = Ansible(sb.inventory, sb.dir / "ansible")
         cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(sb.inventory), str(playbook)]
         print(f"== {' '.join(cmd)}", flush=True)

@@ -10,18 +10,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ansible_run import REPO, Ansible  # noqa: E402
 
-# site.yml runs install_os_package then install_containerd. Until that role
-# exists the suite runs install_os_package alone (E2E_PLAYBOOK overrides).
 SITE = REPO / "playbooks/site.yml"
-OS_PACKAGE_ONLY = Path(__file__).resolve().parent / "playbooks/install_os_package.yml"
 
 
 def setup_playbook() -> Path:
+    """site.yml, or the playbook E2E_PLAYBOOK names (to run the suite against another)."""
     if os.environ.get("E2E_PLAYBOOK"):
         return Path(os.environ["E2E_PLAYBOOK"]).resolve()
-    if (REPO / "roles/install_containerd/tasks/main.yml").exists():
-        return SITE
-    return OS_PACKAGE_ONLY
+    return SITE
 
 
 @pytest.fixture(scope="session")
