@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -395,10 +394,6 @@ def test_a_node_that_cannot_be_reached_is_reported_not_verified(sb, user, tmp_pa
         "worker3": [PASS_LINES["worker3"]],
     }
     assert run.stats["worker1"]["unreachable"] == 1
-
-
-def test_verify_yml_passes_the_syntax_check(ansible_factory):
-    ansible_factory(Path("localhost,")).playbook(VERIFY, "--syntax-check").expect_ok()
 
 
 def test_the_settings_it_checks_default_as_site_yml_has_them():
