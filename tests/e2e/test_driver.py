@@ -249,8 +249,9 @@ def test_installer_failure_stops_the_node_with_its_exit_status_and_log(sb, repo,
     shutil.copyfile(FAKE_INSTALLER, src)
     checksum = "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()
     error = "error: 'struct vm_area_struct' has no member named 'vm_flags' (sandbox)"
-    node.path(INSTALLER_DIR).mkdir(parents=True, mode=0o755)
-    node.path(f"{INSTALLER_DIR}/{installer_name(NEW)}.fail").write_text(error + "\n")
+    # The module runs a private copy: the stand-in finds its marker by name under /var/lib.
+    node.path("/var/lib/fake-nvidia-installer").mkdir(parents=True, mode=0o755, exist_ok=True)
+    node.path(f"/var/lib/fake-nvidia-installer/{installer_name(NEW)}.fail").write_text(error + "\n")
 
     run = ansible_factory(sb.inventory).playbook(
         site, "-l", H100, "-e", json.dumps({
