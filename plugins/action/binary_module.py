@@ -52,20 +52,20 @@ INSTALL_FAILED = "__GPU_NODE_MODULE_INSTALL_FAILED__"
 # shasum, openssl, python); it fails when none does. `private D` is true when
 # D is a real folder of this user with mode 0700 (a folder of this user with
 # another mode is made 0700: the hash check below covers what it holds), and
-# its parent one of this user or root that no one else can write. `unsafe D`
-# prints why D is refused and exits.
+# its parent one of this user that no one else can write. `unsafe D` prints
+# why D is refused and exits. Both cost one program each (ls, sha256sum).
 SH_FUNCTIONS = (
     "sum() { for t in sha256sum 'busybox sha256sum' 'shasum -a 256' 'openssl dgst -sha256' python3 python; do "
     'command -v "${t%% *}" >/dev/null 2>&1 || continue; '
     "case $t in python*) o=$($t -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())' <\"$1\" 2>/dev/null) ;; "
     '*) o=$($t <"$1" 2>/dev/null) ;; esac; '
     "for w in $o; do case $w in *[!0-9a-f]*) ;; " + "?" * 64 + ') echo "$w"; return 0 ;; esac; done; done; return 1; }; '
-    'private() { f=$1; [ -d "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] || return 1; '
-    'p=$(dirname "$f"); [ -d "$p" ] && [ ! -L "$p" ] || return 1; '
-    'set -- $(ls -ldn "$p"); case $1 in d????-??-*) ;; *) return 1 ;; esac; '
-    '[ "$3" = "$(id -u)" ] || [ "$3" = 0 ] || return 1; '
-    'case $(ls -ld "$f") in drwx------*) ;; *) chmod 700 "$f" || return 1 ;; esac; }; '
-    f'unsafe() {{ echo "{UNSAFE} $(ls -ldn "$1" 2>&1) / $(ls -ldn "$(dirname "$1")" 2>&1) / uid $(id -u)"; exit 0; }}; '
+    # One `ls` for both folders (the parent sorts first); `?` matches the newline between.
+    'private() { f=$1; p=${f%/*}; [ -d "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] || return 1; '
+    '[ -d "$p" ] && [ ! -L "$p" ] && [ -O "$p" ] || return 1; m=$(ls -ldn "$p" "$f"); '
+    'case $m in d????-??-*) ;; *) return 1 ;; esac; '
+    'case $m in *"$p"?drwx------*) ;; *) chmod 700 "$f" || return 1 ;; esac; }; '
+    f'unsafe() {{ echo "{UNSAFE} $(ls -ldn "${{1%/*}}" "$1" 2>&1 | tr "\\n" " ")/ uid $(id -u)"; exit 0; }}; '
 )
 # A file path: every command this plugin sends appends one JSON line there
 # (host, module, step, bytes each way, seconds). For bench/run.py, which
