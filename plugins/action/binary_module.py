@@ -59,9 +59,37 @@ ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "ar
 # as (root under become), named by content hash so a new build never runs stale code.
 REMOTE_CACHE = '"${HOME:-/root}/.ansible/gpu-node-modules"'
 MISSING = "__GPU_NODE_MODULE_MISSING__"
+# The cached binary's sha256 is not the build's: it is sent again.
+MISMATCH = "__GPU_NODE_MODULE_MISMATCH__"
+# The node has no tool to hash the cached binary: it is sent again, to run once.
+NO_HASH = "__GPU_NODE_MODULE_NO_HASH__"
+# The cache folder (or ~/.ansible) is not private to the user: nothing runs.
+UNSAFE = "__GPU_NODE_MODULE_UNSAFE_CACHE__"
 UNSUPPORTED = "__GPU_NODE_MODULE_UNSUPPORTED_ARCH__"
 ARCH_MARK = "__GPU_NODE_MODULE_ARCH__="
+VERIFIED_MARK = "__GPU_NODE_MODULE_VERIFIED__="
 INSTALL_FAILED = "__GPU_NODE_MODULE_INSTALL_FAILED__"
+
+# POSIX sh functions the node commands share. `sum F` prints the sha256 of F
+# with the first tool the node has that gives one (coreutils, busybox, perl's
+# shasum, openssl, python); it fails when none does. `private D` is true when
+# D is a real folder of this user with mode 0700 (a folder of this user with
+# another mode is made 0700: the hash check below covers what it holds), and
+# its parent one of this user that no one else can write. `unsafe D` prints
+# why D is refused and exits. Both cost one program each (ls, sha256sum).
+SH_FUNCTIONS = (
+    "sum() { for t in sha256sum 'busybox sha256sum' 'shasum -a 256' 'openssl dgst -sha256' python3 python; do "
+    'command -v "${t%% *}" >/dev/null 2>&1 || continue; '
+    "case $t in python*) o=$($t -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())' <\"$1\" 2>/dev/null) ;; "
+    '*) o=$($t <"$1" 2>/dev/null) ;; esac; '
+    "for w in $o; do case $w in *[!0-9a-f]*) ;; " + "?" * 64 + ') echo "$w"; return 0 ;; esac; done; done; return 1; }; '
+    # One `ls` for both folders (the parent sorts first); `?` matches the newline between.
+    'private() { f=$1; p=${f%/*}; [ -d "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] || return 1; '
+    '[ -d "$p" ] && [ ! -L "$p" ] && [ -O "$p" ] || return 1; m=$(ls -ldn "$p" "$f"); '
+    'case $m in d????-??-*) ;; *) return 1 ;; esac; '
+    'case $m in *"$p"?drwx------*) ;; *) chmod 700 "$f" || return 1 ;; esac; }; '
+    f'unsafe() {{ echo "{UNSAFE} $(ls -ldn "${{1%/*}}" "$1" 2>&1 | tr "\\n" " ")/ uid $(id -u)"; exit 0; }}; '
+)
 # A file path: every command this plugin sends appends one JSON line there
 # (host, module, step, bytes each way, seconds). For bench/run.py, which
 # counts what a run sends to the nodes; off (and free) when unset.
@@ -130,6 +158,7 @@ class ActionModule(ActionBase):
         res = self._run_cached(binaries, args_json)
         first_line = res["stdout"].lstrip().split("\n", 1)[0]
         transferred = False
+        resent_why = None
         if first_line.startswith(UNSUPPORTED):
             arch = first_line[len(UNSUPPORTED):].strip()
             return failed(
@@ -137,16 +166,32 @@ class ActionModule(ActionBase):
                 f"{module} cannot run on this node: its architecture is {arch!r}; "
                 f"supported architectures: {', '.join(sorted(binaries))}",
             )
-        if first_line.startswith(MISSING):
-            reported = first_line[len(MISSING):].strip()
+        if first_line.startswith(UNSAFE):
+            return failed(
+                result,
+                f"refusing to run {module}: the module cache folder on the node, or the folder "
+                f"above it, is not private to the user the module runs as (ls -ldn: "
+                f"{first_line[len(UNSAFE):].strip()}); another user could replace the binary it "
+                "runs. Remove it (it is made again) or give it to that user with mode 0700; "
+                "under become, check that HOME is the become user's",
+            )
+        for marker, why in ((MISSING, None), (MISMATCH, "mismatch"), (NO_HASH, "no_hash")):
+            if first_line.startswith(marker):
+                reported = first_line[len(marker):].strip()
+                break
+        else:
+            reported = None
+        if reported is not None:
             binary = binaries[ARCH_ALIASES[reported]]
+            resent_why = why
             # Check mode leaves no file behind, the module cache included: the
-            # binary runs from a temporary file, removed with any folder made for it.
-            cache = not self._task.check_mode
+            # binary runs from a temporary file, removed with any folder made
+            # for it. A node that cannot hash the cache gets no cache either.
+            cache = not self._task.check_mode and why != "no_hash"
             res = self._install_and_run(binary, reported, args_json, cache)
             if res.get("install_failed"):
                 return failed(result, res["install_failed"], rc=res["rc"], stderr=res.get("stderr", ""))
-            transferred = cache
+            transferred = cache and res.get("verified") == "sha256"
 
         data = parse_module_result(self, res)
         remove_internal_keys(data)
@@ -155,7 +200,19 @@ class ActionModule(ActionBase):
             "architecture": arch,
             "sha256": binaries[arch].sha256 if arch in binaries else None,
             "transferred": transferred,
+            "verified": res.get("verified", "sha256"),
         }
+        warnings = data.setdefault("warnings", []) if resent_why or res.get("verified") == "size" else None
+        if resent_why == "mismatch":
+            warnings.append(
+                f"the cached {module} binary on this node did not have the sha256 of the build "
+                "(changed or damaged): it was replaced with a verified copy"
+            )
+        if res.get("verified") == "size":
+            warnings.append(
+                "this node has no tool that computes sha256 (sha256sum, busybox, shasum, openssl, "
+                f"python): {module} was sent again for this run, checked by its size only, and is not cached"
+            )
         result.update(data)
         if TRACE_PATH:
             self._trace("action", started, transferred=transferred)
@@ -167,12 +224,19 @@ class ActionModule(ActionBase):
         cases = []
         for arch, binary in binaries.items():
             names = "|".join(u for u, a in ARCH_ALIASES.items() if a == arch)
-            cases.append(f"{names}) b={REMOTE_CACHE}/{binary.remote_name} ;;")
+            cases.append(f'{names}) b="$d/{binary.remote_name}"; h={binary.sha256} ;;')
+        # The cached binary runs only after its sha256 is checked in this same
+        # command, in a folder only this user can write: what runs is the build.
         script = (
-            'a=$(uname -m); case "$a" in '
+            SH_FUNCTIONS
+            + f'd={REMOTE_CACHE}; a=$(uname -m); case "$a" in '
             + " ".join(cases)
             + f' *) echo "{UNSUPPORTED} $a"; exit 0 ;; esac; '
-            + f'if [ -x "$b" ]; then echo "{ARCH_MARK}$a" >&2; exec "$b" /dev/stdin; fi; echo "{MISSING} $a"'
+            + 'if [ -e "$d" ] || [ -L "$d" ]; then private "$d" || unsafe "$d"; '
+            + 'if [ -f "$b" ] && [ ! -L "$b" ] && [ -x "$b" ]; then '
+            + f's=$(sum "$b") || {{ echo "{NO_HASH} $a"; exit 0; }}; '
+            + f'if [ "$s" = "$h" ]; then echo "{ARCH_MARK}$a" >&2; exec "$b" /dev/stdin; fi; '
+            + f'echo "{MISMATCH} $a"; exit 0; fi; fi; echo "{MISSING} $a"'
         )
         return self._execute("run", self._wrap(script), args_json)
 
@@ -185,20 +249,25 @@ class ActionModule(ActionBase):
         temporary file that is removed afterwards, with every folder made for it."""
         module = binary.remote_name.rsplit("-", 1)[0]
         script = (
-            f'umask 077; d={REMOTE_CACHE}; t="$d/.{binary.remote_name}.$$"; made=""; '
-            f'failed() {{ rm -f "$t"; echo "{INSTALL_FAILED} $1"; exit 1; }}; '
+            SH_FUNCTIONS
+            + f'umask 077; d={REMOTE_CACHE}; t="$d/.{binary.remote_name}.$$"; made=""; '
+            + f'failed() {{ rm -f "$t"; echo "{INSTALL_FAILED} $1"; exit 1; }}; '
             # The folders that do not exist yet, innermost first.
-            'p="$d"; while [ ! -d "$p" ]; do made="$made $p"; p=$(dirname "$p"); done; '
-            'mkdir -p "$d" || failed "cannot create $d"; '
-            'IFS= read -r args || failed "no arguments before the binary"; '
-            'cat > "$t" || failed "cannot write $t"; '
-            f'if command -v sha256sum >/dev/null 2>&1; then '
-            f'echo "{binary.sha256}  $t" | sha256sum -c --status || failed "checksum mismatch after transfer"; fi; '
-            'chmod 700 "$t" || failed "cannot make $t executable"; '
-            f'echo "{ARCH_MARK}{reported_arch}" >&2; '
+            + 'p="$d"; while [ ! -d "$p" ]; do made="$made $p"; p=$(dirname "$p"); done; '
+            + 'mkdir -p "$d" || failed "cannot create $d"; '
+            + 'private "$d" || unsafe "$d"; '
+            + 'IFS= read -r args || failed "no arguments before the binary"; '
+            + 'rm -f "$t"; cat > "$t" || failed "cannot write $t"; '
+            # Verified by sha256; a node with no tool for it checks the size,
+            # says so, and caches nothing (the next run could not verify it).
+            + f'if s=$(sum "$t"); then [ "$s" = {binary.sha256} ] || failed "checksum mismatch after transfer"; v=sha256; '
+            + f'else [ "$(wc -c <"$t" | tr -d " ")" = {len(binary.data)} ] || failed "size mismatch after transfer (truncated?)"; v=size; fi; '
+            + 'chmod 700 "$t" || failed "cannot make $t executable"; '
+            + f'echo "{ARCH_MARK}{reported_arch}" >&2; echo "{VERIFIED_MARK}$v" >&2; '
         )
         if cache:
             script += (
+                '[ "$v" = sha256 ] || { printf "%s\\n" "$args" | "$t" /dev/stdin; rc=$?; rm -f "$t"; exit $rc; }; '
                 f'mv -f "$t" "$d/{binary.remote_name}" || failed "cannot rename $t"; '
                 f'for f in "$d"/{module}-*; do [ "$f" = "$d/{binary.remote_name}" ] || rm -f "$f"; done; '
                 f'printf "%s\\n" "$args" | "$d/{binary.remote_name}" /dev/stdin'
@@ -210,6 +279,15 @@ class ActionModule(ActionBase):
             )
         res = self._execute("install+run", self._wrap(script), args_json + b"\n" + binary.data, len(binary.data))
         first_line = res["stdout"].lstrip().split("\n", 1)[0]
+        for line in res.get("stderr", "").splitlines():
+            if line.startswith(VERIFIED_MARK):
+                res["verified"] = line[len(VERIFIED_MARK):].strip()
+        if first_line.startswith(UNSAFE):
+            res["install_failed"] = (
+                f"the module cache folder on the node, or the folder above it, is not private to the "
+                f"user the module runs as (ls -ldn: {first_line[len(UNSAFE):].strip()}): remove it "
+                "(it is made again) or give it to that user with mode 0700"
+            )
         if first_line.startswith(INSTALL_FAILED):
             why = first_line[len(INSTALL_FAILED):].strip()
             stderr = res.get("stderr", "").strip()

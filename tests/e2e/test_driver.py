@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -169,8 +170,12 @@ def test_limited_gpu_nodes_get_the_new_driver_once(sb, repo, requests, site, ans
         assert result["result"]["installed_version_before"] in (LOADED_H200, LOADED_H100)
         checks = {c["name"]: c["ok"] for c in result["result"]["preflight"]}
         assert checks["checksum"] and all(checks.values()), checks
+        # What ran is the module's private copy (under /var/tmp), hashed as it was made.
+        ran = result["result"]["command"][1]
+        assert re.fullmatch(rf"/var/tmp/nvidia-driver-install\.[0-9a-f.]+/{re.escape(installer_name(NEW))}", ran), ran
+        assert result["result"]["installer_sha256"] == hashlib.sha256(FAKE_INSTALLER.read_bytes()).hexdigest()
         assert result["result"]["command"] == [
-            "sh", f"{INSTALLER_DIR}/{installer_name(NEW)}", "--silent", "--no-questions", "--ui=none",
+            "sh", ran, "--silent", "--no-questions", "--ui=none",
             "--log-file-name=/var/log/nvidia-installer.log", "--kernel-module-type=open", "--dkms"]
         assert read(node, "/sys/module/nvidia/version") == f"{NEW}\n"
         assert calls(node) == [("start", NEW), ("end", "0")]
@@ -249,8 +254,9 @@ def test_installer_failure_stops_the_node_with_its_exit_status_and_log(sb, repo,
     shutil.copyfile(FAKE_INSTALLER, src)
     checksum = "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()
     error = "error: 'struct vm_area_struct' has no member named 'vm_flags' (sandbox)"
-    node.path(INSTALLER_DIR).mkdir(parents=True, mode=0o755)
-    node.path(f"{INSTALLER_DIR}/{installer_name(NEW)}.fail").write_text(error + "\n")
+    # The module runs a private copy: the stand-in finds its marker by name under /var/lib.
+    node.path("/var/lib/fake-nvidia-installer").mkdir(parents=True, mode=0o755, exist_ok=True)
+    node.path(f"/var/lib/fake-nvidia-installer/{installer_name(NEW)}.fail").write_text(error + "\n")
 
     run = ansible_factory(sb.inventory).playbook(
         site, "-l", H100, "-e", json.dumps({
@@ -391,7 +397,10 @@ def test_grace_node_gets_the_aarch64_installer_and_its_checksum(sb, repo, reques
         "gpu_driver_repo_url": repo.url, "gpu_driver_checksums": checksums})).expect_ok()
     assert requests == [("GET", f"/nvidia/{installer_name(NEW, 'aarch64')}")]
     result = run.result(GH200, DRIVER_TASK)["result"]
-    assert result["command"][:2] == ["sh", f"{INSTALLER_DIR}/{installer_name(NEW, 'aarch64')}"]
+    # The private copy of the downloaded installer ran (under /var/tmp), by the installer's name.
+    assert result["command"][0] == "sh"
+    assert re.fullmatch(rf"/var/tmp/nvidia-driver-install\.[0-9a-f.]+/{re.escape(installer_name(NEW, 'aarch64'))}",
+                        result["command"][1]), result["command"]
     assert "--kernel-module-type=open" in result["command"], "Grace Hopper runs the open modules only"
     assert result["module_binary"]["architecture"] == "aarch64"
     assert read(sb.node(GH200), "/sys/module/nvidia/version") == f"{NEW}\n"

@@ -91,7 +91,7 @@ def test_each_node_gets_the_build_of_its_architecture(sb, ansible_factory):
         build = (REPO / "dist" / arch / "nvidia_gpu_facts").read_bytes()
         sha = hashlib.sha256(build).hexdigest()
         sent = run.result(host, "nvidia_gpu_facts")["result"]["module_binary"]
-        assert sent == {"architecture": arch, "sha256": sha, "transferred": True}, host
+        assert sent == {"architecture": arch, "sha256": sha, "transferred": True, "verified": "sha256"}, host
         cache = sb.node(host).path("/root/.ansible/gpu-node-modules")
         cached = sorted(cache.iterdir())
         assert [p.name for p in cached] == [f"nvidia_gpu_facts-{sha[:16]}"], host

@@ -32,7 +32,7 @@ pub fn validate(spec: &ModuleSpec, args: Map<String, Value>) -> Result<Params, S
     let mut given = Map::new();
     for (key, value) in args {
         match key.strip_prefix("_ansible_") {
-            Some(internal) => read_controller_key(&mut controller, internal, &value),
+            Some(internal) => read_controller_key(&mut controller, internal, &value)?,
             None => {
                 given.insert(key, value);
             }
@@ -87,19 +87,27 @@ pub fn validate(spec: &ModuleSpec, args: Map<String, Value>) -> Result<Params, S
     })
 }
 
-fn read_controller_key(c: &mut Controller, key: &str, value: &Value) {
-    let flag = || to_bool(value).unwrap_or(false);
+/// Reads one `_ansible_*` key. The flags fail closed: a value that is not a
+/// boolean is an error, never "false" (a check-mode flag of `"maybe"` read as
+/// false would run for real).
+fn read_controller_key(c: &mut Controller, key: &str, value: &Value) -> Result<(), String> {
+    let flag = || to_bool(value).map_err(|e| format!("_ansible_{key} must be a boolean: {e}"));
     match key {
-        "check_mode" => c.check_mode = flag(),
-        "diff" => c.diff = flag(),
-        "no_log" => c.no_log = flag(),
-        "ignore_unknown_opts" => c.ignore_unknown_opts = flag(),
-        "verbosity" => c.verbosity = value.as_u64().unwrap_or(0),
+        "check_mode" => c.check_mode = flag()?,
+        "diff" => c.diff = flag()?,
+        "no_log" => c.no_log = flag()?,
+        "ignore_unknown_opts" => c.ignore_unknown_opts = flag()?,
+        "verbosity" => {
+            c.verbosity = value.as_u64().ok_or_else(|| {
+                format!("_ansible_verbosity must be a whole number of 0 or more, not {value}")
+            })?
+        }
         "module_name" => c.module_name = value.as_str().map(str::to_string),
         // The others (_ansible_tmpdir, _ansible_version, ...) mean nothing to a
         // module that runs no Python; Ansible modules accept them silently too.
         _ => {}
     }
+    Ok(())
 }
 
 fn check_choice(arg: &Arg, value: &Value) -> Result<(), String> {
@@ -379,6 +387,25 @@ mod tests {
         assert!(p.controller.diff);
         assert_eq!(p.controller.verbosity, 3);
         assert_eq!(p.options.len(), SPEC.args.len());
+    }
+
+    #[test]
+    fn internal_flags_that_are_not_booleans_fail_closed() {
+        for (key, value) in [
+            ("_ansible_check_mode", json!("maybe")),
+            ("_ansible_check_mode", json!(null)),
+            ("_ansible_check_mode", json!([true])),
+            ("_ansible_check_mode", json!(2)),
+            ("_ansible_diff", json!({})),
+            ("_ansible_no_log", json!("sometimes")),
+            ("_ansible_ignore_unknown_opts", json!("perhaps")),
+            ("_ansible_verbosity", json!("loud")),
+        ] {
+            let mut a = args(json!({"enabled": true}));
+            a.insert(key.to_string(), value.clone());
+            let err = validate(&SPEC, a).expect_err(&format!("{key}={value} must be refused"));
+            assert!(err.starts_with(&format!("{key} must be")), "{err}");
+        }
     }
 
     #[test]

@@ -134,8 +134,9 @@ fn gpu_name(
 
 /// The `Model:` line the driver writes for each GPU it drives.
 fn driver_model(root: &Root, address: &str) -> Option<String> {
-    let info = std::fs::read_to_string(
-        root.path(&format!("/proc/driver/nvidia/gpus/{address}/information")),
+    let info = crate::read_text(
+        &root.path(&format!("/proc/driver/nvidia/gpus/{address}/information")),
+        crate::ATTRIBUTE_LIMIT,
     )
     .ok()?;
     info.lines()
@@ -158,6 +159,9 @@ pub fn is_executable_file(root: &Root, node_path: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// pci.ids is about 1.4 MB today.
+const PCI_IDS_LIMIT: u64 = 16 << 20;
+
 /// The node's pci.ids, read once and only if a name is needed from it.
 struct PciIds<'a> {
     root: &'a Root,
@@ -174,7 +178,7 @@ impl<'a> PciIds<'a> {
         let text = self.text.get_or_insert_with(|| {
             PCI_IDS_CANDIDATES
                 .iter()
-                .find_map(|p| std::fs::read_to_string(root.path(p)).ok())
+                .find_map(|p| crate::read_text(&root.path(p), PCI_IDS_LIMIT).ok())
         });
         pci_ids_device_name(text.as_deref()?, vendor, device)
     }

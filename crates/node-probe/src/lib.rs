@@ -40,7 +40,40 @@ impl Root {
 }
 
 pub(crate) fn read_trimmed(path: &Path) -> io::Result<String> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string())
+    read_text(path, ATTRIBUTE_LIMIT).map(|s| s.trim().to_string())
+}
+
+/// The most a sysfs, procfs or os-release file is read for: real ones are a
+/// few bytes to a few KiB.
+pub const ATTRIBUTE_LIMIT: u64 = 64 * 1024;
+
+/// A regular file's text, up to `limit` bytes. The file is opened
+/// non-blocking and must be a regular file (sysfs and procfs attributes are):
+/// a FIFO, socket or device in its place is an error, never a hang; a longer
+/// file is an error, never a huge allocation.
+pub fn read_text(path: &Path, limit: u64) -> io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file (a FIFO, socket or device where a file belongs)",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// What could not be read, for the module's `warnings`: a missing attribute

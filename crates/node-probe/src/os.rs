@@ -33,8 +33,9 @@ impl OsRelease {
 
 /// Reads `/etc/os-release`, else `/usr/lib/os-release` (the standard's fallback).
 pub fn os_release(root: &Root) -> Option<OsRelease> {
-    let text = std::fs::read_to_string(root.path("/etc/os-release"))
-        .or_else(|_| std::fs::read_to_string(root.path("/usr/lib/os-release")))
+    let read = |p: &str| crate::read_text(&root.path(p), crate::ATTRIBUTE_LIMIT);
+    let text = read("/etc/os-release")
+        .or_else(|_| read("/usr/lib/os-release"))
         .ok()?;
     Some(parse(&text))
 }

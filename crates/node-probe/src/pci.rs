@@ -57,8 +57,8 @@ pub fn functions_of_vendor(root: &Root, vendor: u16, warnings: &mut Warnings) ->
     let mut found = Vec::new();
     for address in addresses {
         let dir = devices.join(&address);
-        let vendor_id = match read_hex(&dir.join("vendor")) {
-            Ok(v) => v as u16,
+        let vendor_id = match read_id(&dir.join("vendor")) {
+            Ok(v) => v,
             Err(e) => {
                 warnings.push(format!(
                     "cannot read the vendor of PCI function {address} ({e}): skipped"
@@ -75,17 +75,18 @@ pub fn functions_of_vendor(root: &Root, vendor: u16, warnings: &mut Warnings) ->
 }
 
 fn read_function(dir: &Path, address: String, vendor: u16, warnings: &mut Warnings) -> PciFunction {
-    let mut attr = |name: &str| match read_hex(&dir.join(name)) {
+    let mut attr = |name: &str, max_digits: usize| match read_hex(&dir.join(name), max_digits) {
         Ok(v) => Some(v),
         Err(e) => {
             warnings.push(format!("cannot read {name} of PCI function {address}: {e}"));
             None
         }
     };
-    let device = attr("device").map(|v| v as u16);
-    let class = attr("class");
-    let subsystem_vendor = attr("subsystem_vendor").map(|v| v as u16);
-    let subsystem_device = attr("subsystem_device").map(|v| v as u16);
+    // Each fits its width by construction of read_hex's digit limit.
+    let device = attr("device", 4).map(|v| v as u16);
+    let class = attr("class", 6);
+    let subsystem_vendor = attr("subsystem_vendor", 4).map(|v| v as u16);
+    let subsystem_device = attr("subsystem_device", 4).map(|v| v as u16);
     let driver = bound_driver(dir, &address, warnings);
     let numa_node = match read_trimmed(&dir.join("numa_node")) {
         Ok(text) => match text.parse::<i64>() {
@@ -132,14 +133,59 @@ fn bound_driver(dir: &Path, address: &str, warnings: &mut Warnings) -> Option<St
     }
 }
 
-/// Parses a sysfs hex attribute such as `0x10de` or `0x030200`.
-fn read_hex(path: &Path) -> io::Result<u32> {
+/// A 16-bit ID attribute (`vendor`, `device`).
+fn read_id(path: &Path) -> io::Result<u16> {
+    read_hex(path, 4).map(|v| v as u16)
+}
+
+/// Reads a sysfs hex attribute such as `0x10de` or `0x030200`.
+fn read_hex(path: &Path, max_digits: usize) -> io::Result<u32> {
     let text = read_trimmed(path)?;
-    let digits = text.strip_prefix("0x").unwrap_or(&text);
-    u32::from_str_radix(digits, 16).map_err(|_| {
+    parse_hex(&text, max_digits).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("not a hex number: {text:?}"),
+            format!("not a hex number of at most {max_digits} digits: {text:?}"),
         )
     })
+}
+
+/// The whole value or nothing: `0x110de` is not the 16-bit `0x10de`, and a
+/// sign (`+10de`), spaces or a second `0x` are not part of a sysfs number.
+pub fn parse_hex(text: &str, max_digits: usize) -> Option<u32> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let valid = !digits.is_empty()
+        && digits.len() <= max_digits
+        && max_digits <= 8
+        && digits.bytes().all(|b| b.is_ascii_hexdigit());
+    valid
+        .then(|| u32::from_str_radix(digits, 16).ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hex;
+
+    #[test]
+    fn hex_values_are_parsed_whole_or_refused() {
+        assert_eq!(parse_hex("0x10de", 4), Some(0x10de));
+        assert_eq!(parse_hex("10de", 4), Some(0x10de));
+        assert_eq!(parse_hex("0x030200", 6), Some(0x030200));
+        // Once truncated to 16 bits, these were NVIDIA, an H100 and a GPU.
+        assert_eq!(parse_hex("0x110de", 4), None);
+        assert_eq!(parse_hex("0x12330", 4), None);
+        assert_eq!(parse_hex("0x1030200", 6), None);
+        for bad in [
+            "+10de",
+            "-10de",
+            "0x",
+            "",
+            "0x0x10de",
+            "0x10 de",
+            "0x10de\n0",
+            "١٠",
+        ] {
+            assert_eq!(parse_hex(bad, 4), None, "{bad:?}");
+        }
+    }
 }

@@ -191,3 +191,138 @@ fn container_runtime_is_found_only_when_executable() {
         Some("/usr/local/nvidia/toolkit/nvidia-container-runtime")
     );
 }
+
+/// A PCI function with the given attributes, added to a copy of a profile.
+fn add_function(root: &Path, address: &str, attrs: &[(&str, &str)]) {
+    let dir = root.join("sys/bus/pci/devices").join(address);
+    fs::create_dir_all(&dir).unwrap();
+    for (name, value) in attrs {
+        fs::write(dir.join(name), format!("{value}\n")).unwrap();
+    }
+}
+
+#[test]
+fn hex_attributes_are_parsed_whole_not_truncated_to_16_bits() {
+    let root = copy_of("cpu", "wide-hex");
+    // Truncated to 16 bits each of these was an NVIDIA GPU (an H100 for the second).
+    add_function(
+        &root,
+        "0000:a1:00.0",
+        &[
+            ("vendor", "0x110de"),
+            ("device", "0x2330"),
+            ("class", "0x030200"),
+        ],
+    );
+    add_function(
+        &root,
+        "0000:a2:00.0",
+        &[
+            ("vendor", "0x10de"),
+            ("device", "0x12330"),
+            ("class", "0x068000"),
+        ],
+    );
+    add_function(
+        &root,
+        "0000:a3:00.0",
+        &[
+            ("vendor", "0x10de"),
+            ("device", "0x1234"),
+            ("class", "0x1030200"),
+        ],
+    );
+    add_function(
+        &root,
+        "0000:a4:00.0",
+        &[
+            ("vendor", "+10de"),
+            ("device", "0x2330"),
+            ("class", "0x030200"),
+        ],
+    );
+    let d = detect(&Root::new(&root));
+    assert!(d.gpus.is_empty(), "{:#?}", d.gpus);
+    let warned = |needle: &str| d.warnings.iter().any(|w| w.contains(needle));
+    assert!(
+        warned("vendor of PCI function 0000:a1:00.0"),
+        "{:#?}",
+        d.warnings
+    );
+    assert!(
+        warned("device of PCI function 0000:a2:00.0"),
+        "{:#?}",
+        d.warnings
+    );
+    assert!(
+        warned("class of PCI function 0000:a3:00.0"),
+        "{:#?}",
+        d.warnings
+    );
+    assert!(
+        warned("vendor of PCI function 0000:a4:00.0"),
+        "{:#?}",
+        d.warnings
+    );
+}
+
+/// `detect`, failing the test instead of hanging it.
+fn detect_within(root: &Path, limit: std::time::Duration) -> Detection {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = root.to_path_buf();
+    std::thread::spawn(move || tx.send(detect(&Root::new(root))).unwrap());
+    rx.recv_timeout(limit)
+        .expect("detection did not finish: it blocked on a file")
+}
+
+#[test]
+fn a_fifo_or_an_oversize_attribute_is_a_warning_not_a_hang() {
+    let root = copy_of("h200-vm", "fifo");
+    let gpu = root.join("sys/bus/pci/devices/0000:00:06.0");
+    fs::remove_file(gpu.join("vendor")).unwrap();
+    let status = Command::new("mkfifo")
+        .arg(gpu.join("vendor"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other = root.join("sys/bus/pci/devices/0000:00:01.0");
+    fs::write(other.join("vendor"), "0".repeat(1 << 20)).unwrap();
+    let d = detect_within(&root, std::time::Duration::from_secs(20));
+    assert!(d.gpus.is_empty());
+    let joined = d.warnings.join("\n");
+    assert!(
+        joined.contains("vendor of PCI function 0000:00:06.0")
+            && joined.contains("not a regular file"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("vendor of PCI function 0000:00:01.0") && joined.contains("larger than"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn ten_thousand_pci_functions_are_read_and_the_gpus_among_them_counted() {
+    let root = copy_of("cpu", "many");
+    for i in 0..10_000u32 {
+        let address = format!(
+            "{:04x}:{:02x}:{:02x}.{}",
+            i >> 13,
+            (i >> 5) & 0xff,
+            (i >> 3) & 0x3,
+            i & 0x7
+        );
+        let (vendor, class) = if i % 1000 == 0 {
+            ("0x10de", "0x030200")
+        } else {
+            ("0x8086", "0x060400")
+        };
+        add_function(
+            &root,
+            &address,
+            &[("vendor", vendor), ("device", "0x2330"), ("class", class)],
+        );
+    }
+    let d = detect_within(&root, std::time::Duration::from_secs(120));
+    assert_eq!(d.gpus.len(), 10);
+}

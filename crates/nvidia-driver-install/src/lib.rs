@@ -11,7 +11,14 @@
 //! 4. otherwise the installer runs, and the loaded driver is verified.
 //!
 //! Steps 2 to 4 hold a per-node lock, so two runs never start two installers;
-//! the second waits, then finds the version installed and does nothing.
+//! the second waits, then finds the version installed and does nothing. The
+//! installer inherits the lock and runs in a process group of its own, so a
+//! killed module (a dropped SSH session) leaves the lock held until the
+//! installer ends; `installer_timeout` kills the group of a hung installer.
+//!
+//! The installer that runs is a private copy, hashed as it is made
+//! ([`nvidia_driver::stage`]): the bytes checked against `checksum` are the
+//! bytes that run.
 
 use ansible_module::{fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome};
 use node_probe::gpu::{self, Detection};
@@ -22,7 +29,7 @@ use nvidia_driver::installer::{self, Invocation};
 use nvidia_driver::module_type::{self, Decision, GpuModel, Requested};
 use nvidia_driver::preflight::{self, Check};
 use nvidia_driver::version::{self, DriverVersion, Installed};
-use nvidia_driver::{lock, nouveau, Host, System};
+use nvidia_driver::{lock, nouveau, stage, Host, System};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -51,6 +58,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::int("min_free_mb").default_int(1024),
         Arg::path("lock_path").default_str(lock::DEFAULT_LOCK_PATH),
         Arg::int("lock_timeout").default_int(600),
+        Arg::int("installer_timeout").default_int(DEFAULT_INSTALLER_TIMEOUT),
     ],
 };
 
@@ -84,7 +92,15 @@ pub struct Options {
     pub lock_path: PathBuf,
     /// Seconds to wait for another run; 0 refuses at once.
     pub lock_timeout: i64,
+    /// Seconds the installer may run before its process group is killed.
+    pub installer_timeout: i64,
 }
+
+/// A DKMS build for one kernel takes minutes; half an hour is a hung installer.
+const DEFAULT_INSTALLER_TIMEOUT: i64 = 1800;
+
+/// The most of the installer's log that is read (its head; real logs are < 1 MiB).
+const LOG_READ_LIMIT: u64 = 64 << 20;
 
 /// How many log lines a failure carries.
 const LOG_TAIL_LINES: usize = 40;
@@ -101,6 +117,7 @@ struct Request {
     checksum: Option<Checksum>,
     min_free_mb: u64,
     lock_timeout: Duration,
+    installer_timeout: Duration,
 }
 
 impl Request {
@@ -121,16 +138,24 @@ impl Request {
                 )));
             }
         }
+        check_node_paths(opts)?;
         let non_negative = |name: &str, value: i64| {
             u64::try_from(value)
                 .map_err(|_| Failure::new(format!("{name} must be 0 or more, not {value}")))
         };
+        if opts.installer_timeout < 1 {
+            return Err(Failure::new(format!(
+                "installer_timeout must be 1 or more seconds, not {}",
+                opts.installer_timeout
+            )));
+        }
         Ok(Request {
             version,
             requested,
             checksum,
             min_free_mb: non_negative("min_free_mb", opts.min_free_mb)?,
             lock_timeout: Duration::from_secs(non_negative("lock_timeout", opts.lock_timeout)?),
+            installer_timeout: Duration::from_secs(opts.installer_timeout as u64),
         })
     }
 
@@ -153,6 +178,36 @@ impl Request {
     }
 }
 
+/// `root` must be an existing folder (it is never created), and `lock_path`
+/// and `log_file` absolute node paths that stay beneath it (no `..`).
+fn check_node_paths(opts: &Options) -> Result<(), Failure> {
+    if !opts.root.is_absolute() {
+        return Err(Failure::new(format!(
+            "root must be an absolute path, not {}",
+            opts.root.display()
+        )));
+    }
+    if !opts.root.is_dir() {
+        return Err(Failure::new(format!(
+            "root {} is not an existing folder: it must be the node's filesystem, / on a node \
+             (it is never created)",
+            opts.root.display()
+        )));
+    }
+    for (name, path) in [("lock_path", &opts.lock_path), ("log_file", &opts.log_file)] {
+        let escapes = path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+        if !path.is_absolute() || escapes || path.parent().is_none() {
+            return Err(Failure::new(format!(
+                "{name} must be an absolute path of a file on the node, without `..`, not {}",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The whole run, over any machine.
 pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<Outcome, Failure> {
     let req = Request::new(opts)?;
@@ -165,7 +220,7 @@ pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<
     }
 
     let lock_path = root.path(&opts.lock_path.to_string_lossy());
-    let lock = if check_mode {
+    let mut lock = if check_mode {
         if let Some(holder) = lock::holder(&lock_path) {
             module.warn(format!(
                 "another driver installation{} holds {} now: a real run would wait for it",
@@ -185,6 +240,8 @@ pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<
                 )
                 .value("lock_path", lock_path.to_string_lossy().into_owned())
         })?;
+        // No installer runs now: copies left by killed runs are unused.
+        stage::remove_stale(&staging_parent());
         Some(held)
     };
     // Another run may have installed the version while this one waited (or
@@ -219,7 +276,8 @@ pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<
             loaded.version
         ));
     }
-    let plan = plan(opts, &req, &root, sys, &detection);
+    let staging = (!check_mode).then(staging_parent);
+    let plan = plan(opts, &req, &root, sys, &detection, staging.as_deref());
     let values = plan.values(&req.version, before.as_ref());
 
     if let Some(msg) = preflight::summary(&plan.checks) {
@@ -244,7 +302,15 @@ pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<
         )
         .value("commands", vec![argv]));
     }
-    run_installer(opts, &req, &root, sys, &plan, argv, values)
+    let lock = lock
+        .as_mut()
+        .expect("a real run holds the lock before it plans");
+    run_installer(opts, &req, &root, sys, &plan, argv, values, lock)
+}
+
+/// Where the installer's private copy is made.
+fn staging_parent() -> PathBuf {
+    stage::parent_dir(std::env::var("TMPDIR").ok().as_deref())
 }
 
 /// `changed: false`, with the facts of the installed driver.
@@ -286,6 +352,8 @@ struct Plan {
     retire_nouveau: bool,
     /// The installer's argv, when this run would start it.
     command: Option<Vec<String>>,
+    /// The private copy of the installer that runs (real runs only).
+    staged: Option<stage::Staged>,
 }
 
 impl Plan {
@@ -321,6 +389,9 @@ impl Plan {
             self.command.clone().map_or(Value::Null, Value::from),
         );
         values.insert("reboot_required".into(), false.into());
+        if let Some(staged) = &self.staged {
+            values.insert("installer_sha256".into(), staged.sha256.clone().into());
+        }
         values
     }
 }
@@ -331,6 +402,7 @@ fn plan(
     root: &Root,
     sys: &dyn System,
     detection: &Detection,
+    staging: Option<&Path>,
 ) -> Plan {
     let node_arch = std::env::consts::ARCH;
     let gpus: Vec<GpuModel> = detection
@@ -345,8 +417,32 @@ fn plan(
     let installer_check = preflight::installer(opts.installer.as_deref(), &req.version, node_arch);
     let installer_ok = installer_check.ok;
     let mut checks = vec![installer_check];
-    if let (true, Some(path), Some(sum)) = (installer_ok, &opts.installer, &req.checksum) {
-        checks.push(preflight::checksum(path, sum));
+    let mut staged = None;
+    if let (true, Some(path)) = (installer_ok, &opts.installer) {
+        // A real run hashes the private copy it will run; check mode, the file.
+        match staging.map(|parent| (parent, stage::copy(path, parent))) {
+            Some((_, Ok(copy))) => {
+                if let Some(sum) = &req.checksum {
+                    checks.push(preflight::checksum_of(path, Ok(copy.sha256.clone()), sum));
+                }
+                staged = Some(copy);
+            }
+            Some((parent, Err(e))) => checks.push(Check {
+                name: "installer",
+                ok: false,
+                message: format!(
+                    "cannot copy {} into a private folder in {} to run it: {e} (set TMPDIR \
+                     to a folder with room for it)",
+                    path.display(),
+                    parent.display()
+                ),
+            }),
+            None => {
+                if let Some(sum) = &req.checksum {
+                    checks.push(preflight::checksum(path, sum));
+                }
+            }
+        }
     }
     checks.push(preflight::kernel_module_type(&decision));
     checks.push(preflight::nouveau(
@@ -382,7 +478,11 @@ fn plan(
     ));
     checks.push(preflight::no_other_installer(root));
 
-    let command = match (&opts.installer, &decision) {
+    let to_run = staged
+        .as_ref()
+        .map(stage::Staged::path)
+        .or(opts.installer.as_deref());
+    let command = match (to_run, &decision) {
         (Some(path), Ok(decision)) if !retire_nouveau => Some(installer::argv(&Invocation {
             installer: path,
             version: &req.version,
@@ -403,6 +503,7 @@ fn plan(
         decision,
         retire_nouveau,
         command,
+        staged,
     }
 }
 
@@ -514,6 +615,7 @@ fn retire_nouveau(
 }
 
 /// Runs the installer, then checks that the new driver is the one loaded.
+#[allow(clippy::too_many_arguments)]
 fn run_installer(
     opts: &Options,
     req: &Request,
@@ -522,16 +624,38 @@ fn run_installer(
     plan: &Plan,
     argv: Vec<String>,
     mut values: Map<String, Value>,
+    lock: &mut lock::InstallLock,
 ) -> Result<Outcome, Failure> {
     let mut commands = vec![argv.clone()];
     values.insert("commands".into(), commands.clone().into());
     let log_path = root.path(&opts.log_file.to_string_lossy());
     let log_before = log_stamp(&log_path);
-    let out = sys.run(&argv).map_err(|e| {
+    let lock_file = lock.file().try_clone().map_err(|e| {
         failure(
-            format!("cannot start the installer (`{}`): {e}", argv.join(" ")),
+            format!("cannot pass the install lock on: {e}"),
             values.clone(),
         )
+    })?;
+    let ran = sys.run_guarded(&argv, &lock_file, req.installer_timeout, &mut |pid| {
+        lock.record_holder(pid)
+    });
+    let out = ran.map_err(|e| {
+        let msg = if e.kind() == std::io::ErrorKind::TimedOut {
+            format!(
+                "the NVIDIA installer did not finish within installer_timeout ({} s): {e}. The \
+                 driver may be half installed: read {}, then run this again (the installer \
+                 replaces a partial installation) or raise installer_timeout",
+                req.installer_timeout.as_secs(),
+                opts.log_file.display()
+            )
+        } else {
+            format!("cannot start the installer (`{}`): {e}", argv.join(" "))
+        };
+        let mut f = failure(msg, values.clone());
+        // A killed installer may have changed the node.
+        let started = e.kind() == std::io::ErrorKind::TimedOut;
+        f.values.insert("changed".into(), started.into());
+        f
     })?;
     if !out.success() {
         let fresh = log_stamp(&log_path) != log_before;
@@ -660,9 +784,14 @@ fn log_stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
 
 /// The last lines of the installer's log.
 fn log_tail(path: &Path) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(path) else {
+    // Non-blocking and bounded: a FIFO in its place is no log, a huge one is cut.
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read =
+        stage::open_regular(path).and_then(|f| f.take(LOG_READ_LIMIT).read_to_end(&mut bytes));
+    if read.is_err() {
         return Vec::new();
-    };
+    }
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]

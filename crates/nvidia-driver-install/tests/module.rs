@@ -57,6 +57,7 @@ impl Node {
             root,
         };
         fs::create_dir_all(&node.bin).unwrap();
+        fs::create_dir_all(node.dir.join("tmp")).unwrap();
         for tool in HOST_TOOLS {
             let host = ["/bin", "/usr/bin"]
                 .iter()
@@ -174,11 +175,30 @@ impl Node {
             .env_clear()
             .env("PATH", &self.bin)
             .env("FAKE_NVIDIA_ROOT", &self.root)
+            .env("TMPDIR", self.tmp())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// The node's TMPDIR, where the module makes its private copy of the installer.
+    fn tmp(&self) -> PathBuf {
+        let tmp = self.dir.join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        tmp
+    }
+
+    /// The private copies of the installer left in TMPDIR.
+    fn staged_copies(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.tmp())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     fn run(&self, args: Value) -> Value {
@@ -325,9 +345,18 @@ fn installs_the_driver_and_sets_the_facts() {
         msg(&r),
         "installed NVIDIA driver 580.95.05 (open kernel modules, registered with DKMS)"
     );
+    // The private copy ran, under the installer's own name, and is gone.
+    let ran = r["command"][1].as_str().unwrap();
+    assert!(
+        ran.starts_with(node.tmp().join("nvidia-driver-install.").to_str().unwrap()),
+        "{ran}"
+    );
+    assert!(ran.ends_with("/NVIDIA-Linux-x86_64-580.95.05.run"), "{ran}");
+    assert_eq!(r["installer_sha256"], sha256(&installer));
+    assert_eq!(node.staged_copies(), Vec::<String>::new());
     let command = json!([
         "sh",
-        installer,
+        ran,
         "--silent",
         "--no-questions",
         "--ui=none",
@@ -406,8 +435,13 @@ fn installs_the_driver_and_sets_the_facts() {
 fn a_failed_installer_reports_its_exit_status_and_log_tail() {
     let node = Node::new("fail", "vfio", Os::Rocky);
     let installer = node.installer("580.95.05");
-    let mut marker = installer.as_os_str().to_owned();
-    marker.push(".fail");
+    node.write(
+        &format!("/var/lib/fake-nvidia-installer/NVIDIA-Linux-{ARCH}-580.95.05.run.fail"),
+        "",
+    );
+    let marker = node.root.join(format!(
+        "var/lib/fake-nvidia-installer/NVIDIA-Linux-{ARCH}-580.95.05.run.fail"
+    ));
     fs::write(
         &marker,
         "error: 'struct vm_area_struct' has no member named 'vm_flags'\n",
@@ -754,6 +788,7 @@ fn check_mode_reports_the_command_and_changes_nothing() {
     }));
     assert_eq!(r["failed"], false, "{r:#}");
     assert_eq!(r["changed"], true);
+    // Check mode copies nothing: the command names the installer itself.
     let command = json!([
         "sh",
         installer,
@@ -916,7 +951,11 @@ fn no_installer_and_too_little_space_are_named() {
     );
     let space = check(&r, "free_space")["message"].as_str().unwrap();
     assert!(
-        space.starts_with("not enough free space for the installer: /tmp has "),
+        // TMPDIR (the test's, where the installer's private copy goes) comes first.
+        space.starts_with(&format!(
+            "not enough free space for the installer: {} has ",
+            node.tmp().display()
+        )),
         "{space}"
     );
     assert!(
@@ -931,4 +970,251 @@ fn a_version_that_is_not_one_is_refused() {
     let r = node.run(json!({"version": "580"}));
     assert_eq!(r["failed"], true);
     assert!(msg(&r).starts_with("version must be a full driver version such as 580.95.05"));
+}
+
+/// Waits up to `limit` for `done`, polling.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+/// The module's result, or a failed test when it runs past `limit` (a hang).
+fn result_within(mut child: Child, limit: Duration) -> Value {
+    if !wait_for(limit, || child.try_wait().unwrap().is_some()) {
+        let _ = child.kill();
+        panic!("the module ran longer than {limit:?}: it hung");
+    }
+    result(child)
+}
+
+#[test]
+fn a_killed_module_leaves_its_installer_holding_the_lock() {
+    let node = Node::new("killed", "vfio", Os::Rocky);
+    let installer = node.installer("580.95.05");
+    let args = json!({"version": "580.95.05", "installer": installer});
+    let mut first = node.spawn(
+        "first",
+        args.clone(),
+        &[("FAKE_NVIDIA_INSTALLER_SLEEP", "3")],
+    );
+    assert!(wait_for(Duration::from_secs(20), || !node
+        .installer_calls()
+        .is_empty()));
+    // What a dropped SSH session or an Ansible timeout does to the module.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let installer_pid = node.installer_calls()[0]
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_string();
+
+    let mut second_args = args.clone();
+    second_args["lock_timeout"] = json!(0);
+    let second = node.run(second_args);
+    assert_eq!(second["failed"], true, "{second:#}");
+    assert!(
+        msg(&second).starts_with(&format!(
+            "another driver installation (pid {installer_pid}) holds the lock"
+        )),
+        "{}",
+        msg(&second)
+    );
+    assert!(wait_for(Duration::from_secs(20), || node
+        .installer_calls()
+        .len()
+        == 2));
+    let third = node.run(args);
+    assert_eq!(third["changed"], false, "{third:#}");
+    let calls = node.installer_calls();
+    assert_eq!(calls.len(), 2, "one installer, never two: {calls:?}");
+    assert!(
+        calls[0].starts_with("start ") && calls[1].starts_with("end "),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn a_hung_installer_is_killed_after_installer_timeout() {
+    let node = Node::new("hung", "vfio", Os::Rocky);
+    let installer = node.installer("580.95.05");
+    let started = Instant::now();
+    let child = node.spawn(
+        "args",
+        json!({"version": "580.95.05", "installer": installer, "installer_timeout": 1}),
+        &[("FAKE_NVIDIA_INSTALLER_SLEEP", "60")],
+    );
+    let r = result_within(child, Duration::from_secs(30));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(r["failed"], true, "{r:#}");
+    assert_eq!(
+        r["changed"], true,
+        "a killed installer may have changed the node"
+    );
+    assert!(
+        msg(&r).starts_with("the NVIDIA installer did not finish within installer_timeout (1 s)"),
+        "{}",
+        msg(&r)
+    );
+    let calls = node.installer_calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "started, and killed before its end: {calls:?}"
+    );
+    // The lock is free again: a new run is not refused.
+    let again =
+        node.run(json!({"version": "580.95.05", "installer": installer, "lock_timeout": 0}));
+    assert_eq!(again["failed"], false, "{again:#}");
+    assert_eq!(node.staged_copies(), Vec::<String>::new());
+}
+
+#[test]
+fn a_fifo_as_installer_fails_the_preflight_without_blocking() {
+    let node = Node::new("fifo", "vfio", Os::Rocky);
+    let fifo = node.dir.join(format!("NVIDIA-Linux-{ARCH}-580.95.05.run"));
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for check_mode in [true, false] {
+        let child = node.spawn(
+            "args",
+            json!({"version": "580.95.05", "installer": fifo, "checksum": format!("sha256:{}", "0".repeat(64)),
+                   "_ansible_check_mode": check_mode}),
+            &[],
+        );
+        let r = result_within(child, Duration::from_secs(20));
+        assert_eq!(r["failed"], true, "{r:#}");
+        assert!(
+            check(&r, "installer")["message"]
+                .as_str()
+                .unwrap()
+                .contains("is not a file"),
+            "{r:#}"
+        );
+    }
+    assert!(node.installer_calls().is_empty());
+}
+
+#[test]
+fn an_installer_swapped_during_runs_never_runs_unverified() {
+    let node = Node::new("swap", "vfio", Os::Rocky);
+    let installer = node.installer("580.95.05");
+    let good = fs::read(&installer).unwrap();
+    let checksum = format!("sha256:{}", sha256(&installer));
+    // Same name, same behaviour, plus a mark that it ran.
+    let evil = String::from_utf8(good.clone()).unwrap().replacen(
+        "\n",
+        "\nmkdir -p \"$FAKE_NVIDIA_ROOT/EVIL-RAN\"\n",
+        1,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, path, dir) = (stop.clone(), installer.clone(), node.dir.clone());
+        let (good, evil) = (good.clone(), evil.into_bytes());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, bytes) in [&evil, &good].iter().enumerate() {
+                    let tmp = dir.join(format!("swap-{i}"));
+                    fs::write(&tmp, bytes).unwrap();
+                    fs::rename(&tmp, &path).unwrap();
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let (mut installed, mut refused) = (0, 0);
+    for _ in 0..24 {
+        let r = node.run(json!({"version": "580.95.05", "installer": installer, "checksum": checksum, "force": true}));
+        if r["failed"] == true {
+            assert_eq!(check(&r, "checksum")["ok"], false, "{r:#}");
+            refused += 1;
+        } else {
+            assert_eq!(r["installer_sha256"], checksum["sha256:".len()..], "{r:#}");
+            installed += 1;
+        }
+        assert!(
+            !node.root.join("EVIL-RAN").exists(),
+            "an unverified installer ran"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 24, "the file was swapped {swaps} times");
+    assert_eq!(installed + refused, 24);
+    assert_eq!(node.staged_copies(), Vec::<String>::new());
+}
+
+#[test]
+fn root_lock_path_and_log_file_are_validated_and_nothing_is_created() {
+    let node = Node::new("paths", "vfio", Os::Rocky);
+    let installer = node.installer("580.95.05");
+    let missing = node.dir.join("no-such-root");
+    let cases = [
+        (json!({"root": "relative/root"}), "root must be an absolute path, not relative/root"),
+        (json!({"root": missing}), "is not an existing folder"),
+        (json!({"lock_path": "/../escaped.lock"}), "lock_path must be an absolute path of a file on the node, without `..`, not /../escaped.lock"),
+        (json!({"lock_path": "run/x.lock"}), "lock_path must be an absolute path"),
+        (json!({"log_file": "/var/log/../../../escaped.log"}), "log_file must be an absolute path"),
+        (json!({"log_file": "nv.log"}), "log_file must be an absolute path"),
+        (json!({"installer_timeout": 0}), "installer_timeout must be 1 or more seconds, not 0"),
+    ];
+    let before = node.snapshot();
+    for (extra, wanted) in cases {
+        let mut args = json!({"version": "580.95.05", "installer": installer});
+        for (k, v) in extra.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        let r = node.run(args);
+        assert_eq!(r["failed"], true, "{r:#}");
+        assert!(
+            msg(&r).contains(wanted),
+            "{} does not contain {wanted}",
+            msg(&r)
+        );
+    }
+    assert!(!missing.exists(), "a missing root is never created");
+    assert!(!node.dir.join("escaped.lock").exists());
+    assert_unchanged(&before, &node.snapshot());
+    assert!(node.installer_calls().is_empty());
+}
+
+#[test]
+fn a_lock_file_of_another_user_is_refused_naming_its_owner_not_pid_1() {
+    let node = Node::new("foreign-lock", "vfio", Os::Rocky);
+    let installer = node.installer("580.95.05");
+    node.write("/run/lock/nvidia-driver-install.lock", "1\n");
+    let lock = node.root.join("run/lock/nvidia-driver-install.lock");
+    std::os::unix::fs::chown(&lock, Some(65534), Some(65534)).unwrap();
+    for check_mode in [false, true] {
+        let r = node.run(
+            json!({"version": "580.95.05", "installer": installer, "lock_timeout": 0,
+                                "_ansible_check_mode": check_mode}),
+        );
+        let all = r.to_string();
+        assert!(!all.contains("pid 1)"), "{r:#}");
+        if !check_mode {
+            assert_eq!(r["failed"], true, "{r:#}");
+            assert!(
+                msg(&r).starts_with(&format!(
+                    "refusing the lock file {}: it is owned by uid 65534",
+                    lock.display()
+                )),
+                "{}",
+                msg(&r)
+            );
+        }
+    }
+    assert_eq!(fs::read_to_string(&lock).unwrap(), "1\n");
+    assert!(node.installer_calls().is_empty());
 }

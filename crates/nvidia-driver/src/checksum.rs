@@ -2,7 +2,6 @@
 //! `get_url` takes, checked against the installer before it runs.
 
 use crate::sha256::{self, Sha256};
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -46,7 +45,7 @@ impl Checksum {
 
 /// The SHA-256 of a file, as lower-case hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+    let mut file = crate::stage::open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -11,6 +11,7 @@
 //! - [`nouveau`]: the blacklist and the initramfs rebuild that retire nouveau.
 //! - [`lock`]: one installer at a time per node.
 //! - [`checksum`]: `sha256:<hex>` of the installer, checked before it runs.
+//! - [`stage`]: the private copy of the installer that is hashed and run.
 
 pub mod checksum;
 pub mod installer;
@@ -19,6 +20,7 @@ pub mod module_type;
 pub mod nouveau;
 pub mod preflight;
 pub mod sha256;
+pub mod stage;
 pub mod system;
 pub mod version;
 

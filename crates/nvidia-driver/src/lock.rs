@@ -1,12 +1,19 @@
 //! One driver installation at a time per node.
 //!
 //! The lock is `flock(2)` on a file under `/run/lock`: the kernel releases it
-//! when the process ends however it ends, so a crashed or killed run never
-//! leaves a stale lock behind, and there is no pid file to clean up. The
-//! holder's pid is written into the file only so that a waiting run can say
-//! whom it waits for.
+//! when the last process holding the open file ends, however it ends, so a
+//! crashed run never leaves a stale lock behind, and there is no pid file to
+//! clean up. The installer inherits the locked file ([`InstallLock::file`]),
+//! so a killed module does not release the lock while its installer still
+//! runs. The holder's pid (the installer's, once it runs) is written into the
+//! file only so that a waiting run can say whom it waits for.
+//!
+//! `/run/lock` is writable by every user, so the file is opened without
+//! following a symlink, without truncating, non-blocking, and used only when
+//! it is a regular file of this user with one link that others cannot write:
+//! another user's file is refused, naming its owner, and never read.
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, FlockOperation, OFlags};
 use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -23,7 +30,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// The held lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
 pub struct InstallLock {
-    _file: File,
+    file: File,
     path: PathBuf,
     /// How long this run waited for another one.
     pub waited: Duration,
@@ -33,6 +40,22 @@ impl InstallLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The locked file, for the installer to inherit.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Records `pid` (the installer's) as the holder, for waiting runs' messages.
+    pub fn record_holder(&mut self, pid: u32) {
+        let _ = write_pid(&mut self.file, pid);
+    }
+}
+
+fn write_pid(file: &mut File, pid: u32) -> io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    writeln!(file, "{pid}")
 }
 
 /// Why the lock was not taken.
@@ -47,6 +70,11 @@ pub enum LockError {
     Io {
         path: PathBuf,
         error: io::Error,
+    },
+    /// The path is not a private regular file of this user.
+    Unsafe {
+        path: PathBuf,
+        why: String,
     },
 }
 
@@ -77,6 +105,13 @@ impl std::fmt::Display for LockError {
                 "cannot open the lock file {}: {error}; set lock_path to a writable place",
                 path.display()
             ),
+            LockError::Unsafe { path, why } => write!(
+                f,
+                "refusing the lock file {}: {why}. Another user may have put it there to block \
+                 or misdirect driver installs; remove it (no driver installation uses it) or \
+                 set lock_path to a folder only root can write",
+                path.display()
+            ),
         }
     }
 }
@@ -96,9 +131,11 @@ pub fn acquire(path: &Path, timeout: Duration) -> Result<InstallLock, LockError>
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(0o600)
+        .custom_flags(safe_flags())
         .open(path)
-        .map_err(io_error)?;
+        .map_err(|e| refused_or_io(path, e))?;
+    check_private(path, &file)?;
     let started = Instant::now();
     loop {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -118,12 +155,9 @@ pub fn acquire(path: &Path, timeout: Duration) -> Result<InstallLock, LockError>
         }
     }
     // Only for the messages of runs that wait; the lock does not depend on it.
-    let _ = file
-        .set_len(0)
-        .and_then(|_| file.seek(SeekFrom::Start(0)))
-        .and_then(|_| writeln!(file, "{}", std::process::id()));
+    let _ = write_pid(&mut file, std::process::id());
     Ok(InstallLock {
-        _file: file,
+        file,
         path: path.to_path_buf(),
         waited: started.elapsed(),
     })
@@ -132,10 +166,71 @@ pub fn acquire(path: &Path, timeout: Duration) -> Result<InstallLock, LockError>
 /// Whether another run holds the lock now, without taking it or creating the
 /// file (for check mode): `Some(pid or None)` when it is held.
 pub fn holder(path: &Path) -> Option<Option<u32>> {
-    let mut file = File::open(path).ok()?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(safe_flags())
+        .open(path)
+        .ok()?;
+    let trusted = check_private(path, &file).is_ok();
     match flock(&file, FlockOperation::NonBlockingLockShared) {
         Ok(()) => None,
-        Err(_) => Some(read_pid(&mut file)),
+        Err(_) => Some(read_pid(&mut file).filter(|_| trusted)),
+    }
+}
+
+/// Never through a symlink, never blocking (a FIFO in its place).
+fn safe_flags() -> i32 {
+    (OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32
+}
+
+fn refused_or_io(path: &Path, error: io::Error) -> LockError {
+    // O_NOFOLLOW on a symlink fails with ELOOP.
+    if error.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+        return LockError::Unsafe {
+            path: path.to_path_buf(),
+            why: "it is a symbolic link".to_string(),
+        };
+    }
+    LockError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// A regular file of this user, with one link, that others cannot write.
+fn check_private(path: &Path, file: &File) -> Result<(), LockError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(|error| LockError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let me = rustix::process::geteuid().as_raw();
+    let why = if !meta.file_type().is_file() {
+        Some("it is not a regular file".to_string())
+    } else if meta.uid() != me {
+        Some(format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        ))
+    } else if meta.nlink() != 1 {
+        Some(format!(
+            "it has {} hard links (a link to another file?)",
+            meta.nlink()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "others can write it (mode {:o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(LockError::Unsafe {
+            path: path.to_path_buf(),
+            why,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -193,6 +288,34 @@ mod tests {
             second.waited
         );
         releaser.join().unwrap();
+    }
+
+    #[test]
+    fn a_symlink_fifo_or_hard_link_in_place_of_the_lock_is_refused_and_left_alone() {
+        let path = lock_path("hostile");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let victim = path.with_file_name("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let err = acquire(&path, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("it is a symbolic link"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+
+        std::fs::hard_link(&victim, &path).unwrap();
+        let err = acquire(&path, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("2 hard links"), "{err}");
+        assert_eq!(holder(&path), None);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = acquire(&path, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

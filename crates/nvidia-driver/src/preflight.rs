@@ -9,6 +9,7 @@ use crate::system::System;
 use crate::version::DriverVersion;
 use node_probe::{kernel, Root};
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// One check's result.
@@ -82,7 +83,12 @@ pub fn installer(path: Option<&Path>, version: &DriverVersion, node_arch: &str) 
         );
     };
     let shown = path.display();
-    match File::open(path).and_then(|f| f.metadata()) {
+    // Non-blocking: a FIFO in its place is "not a file", never a hang.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path);
+    match opened.and_then(|f| f.metadata()) {
         Ok(meta) if meta.is_file() => {
             let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             match file_name.as_deref().and_then(installer::parse_name) {
@@ -127,8 +133,13 @@ pub fn installer(path: Option<&Path>, version: &DriverVersion, node_arch: &str) 
 
 /// The installer's SHA-256 against the `checksum` option.
 pub fn checksum(path: &Path, expected: &Checksum) -> Check {
+    checksum_of(path, checksum::sha256_file(path), expected)
+}
+
+/// `actual` (the SHA-256 of the bytes that will run) against the `checksum` option.
+pub fn checksum_of(path: &Path, actual: std::io::Result<String>, expected: &Checksum) -> Check {
     const NAME: &str = "checksum";
-    match checksum::sha256_file(path) {
+    match actual {
         Ok(actual) if actual == expected.hex() => {
             Check::pass(NAME, format!("sha256 of {} matches", path.display()))
         }

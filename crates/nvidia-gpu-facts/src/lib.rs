@@ -45,6 +45,12 @@ pub struct Options {
 
 /// Detects, writes the local facts file when asked, and returns the facts.
 pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+    if let Some(path) = opts.local_facts_path.as_ref().filter(|p| !p.is_absolute()) {
+        return Err(Failure::new(format!(
+            "local_facts_path must be an absolute path on the node, not {}",
+            path.display()
+        )));
+    }
     if !opts.root.is_dir() {
         return Err(Failure::new(format!(
             "root {} is not a directory: it must be the filesystem to inspect, / on a node",
@@ -177,6 +183,9 @@ fn summary(d: &Detection) -> String {
     match (&d.driver.version, d.driver.module_type) {
         (Some(v), Some(t)) => line.push_str(&format!(", driver {v} ({})", t.name())),
         (Some(v), None) => line.push_str(&format!(", driver {v}")),
+        (None, _) if d.driver.loaded => {
+            line.push_str(", NVIDIA driver loaded, its version unreadable")
+        }
         _ if d.nouveau_loaded => line.push_str(", nouveau loaded, no NVIDIA driver"),
         _ => line.push_str(", no NVIDIA driver loaded"),
     }

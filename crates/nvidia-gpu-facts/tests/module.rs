@@ -282,3 +282,52 @@ fn spec_flag_prints_the_argument_spec() {
         json!({"type": "path", "required": false})
     );
 }
+
+#[test]
+fn a_relative_local_facts_path_is_refused_and_nothing_is_written() {
+    let dir = scratch("relative-facts");
+    let args = dir.join("args");
+    std::fs::write(
+        &args,
+        json!({"root": h200_root(), "local_facts_path": "gpu.fact"}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg(&args)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        r["msg"],
+        json!("local_facts_path must be an absolute path on the node, not gpu.fact")
+    );
+    assert!(!dir.join("gpu.fact").exists());
+}
+
+#[test]
+fn a_loaded_driver_with_an_unreadable_version_is_not_called_absent() {
+    let root = scratch("unreadable-version-root").join("root");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixtures().join("h200-vm"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(root.join("sys/module/nvidia/version")).unwrap();
+    std::fs::remove_file(root.join("proc/driver/nvidia/version")).unwrap();
+    let (code, r) = run(
+        "unreadable-version",
+        json!({"root": root.to_string_lossy()}),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(r["ansible_facts"]["nvidia_driver_loaded"], json!(true));
+    let msg = r["msg"].as_str().unwrap();
+    assert!(!msg.contains("no NVIDIA driver"), "{msg}");
+    assert!(
+        msg.ends_with("NVIDIA driver loaded, its version unreadable"),
+        "{msg}"
+    );
+}
