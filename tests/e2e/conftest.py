@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ansible_run import REPO, Ansible  # noqa: E402
 
-SITE = REPO / "playbooks/site.yml"
+SITE = REPO / "site.yml"
 
 
 def setup_playbook() -> Path:
