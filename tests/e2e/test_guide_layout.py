@@ -251,3 +251,66 @@ def test_the_guides_gpu_fact_is_kept_decides_and_setup_works(sb, tmp_path):
                         "and Ansible reads it; its has_nvidia_gpu: true sets the GPU mode"), line
     finally:
         user.close()
+
+
+def readme_commands(section: str) -> list[str]:
+    """The Ansible command lines of README's first sh block under `section`,
+    without their trailing comments."""
+    text = (REPO / "README.md").read_text()
+    block = text.split(section + "\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines()]
+    return [line for line in lines if line.startswith(("ansible", "ansible-playbook"))]
+
+
+README_NODES = [PROFILES["cpu"], PROFILES["h200"].variant(files=BUILD_TOOLS),
+                PROFILES["hgx-h100"].variant(files=BUILD_TOOLS)]
+
+
+@pytest.fixture(scope="module")
+def readme_sb(sandbox_factory):
+    return sandbox_factory(README_NODES)
+
+
+def test_the_readme_commands_run_as_written(readme_sb, tmp_path):
+    """README's usage, driver and ad hoc commands, typed as written in a
+    project in the guide's layout (inventory.ini with gpu_nodes, the driver
+    quick start's group_vars/all.yml): each exits 0, but the ad hoc driver
+    pre-flight, which answers on every node."""
+    from test_driver import NEW, Repository
+    from test_verify import install_nvidia_smi
+
+    sb = readme_sb
+    repo = Repository(tmp_path / "repository")
+    try:
+        checksum = repo.add(NEW)
+        project = make_project(tmp_path / "project", sb, files={"group_vars/all.yml": (
+            f'driver_version: "{NEW}"\ngpu_driver_repo_url: "{repo.url}"\n'
+            f'gpu_driver_checksums:\n  NVIDIA-Linux-x86_64-{NEW}.run: "{checksum}"\n')})
+        inventory = project / "inventory.ini"
+        inventory.write_text(inventory.read_text().replace(f"[gpu_nodes]\n{W3}\n", "[gpu_nodes]\nworker2\nworker3\n")
+                             .replace("gpu_driver_repo_url=http://127.0.0.1:9/nvidia\ngpu_driver_checksum_required=false\n", ""))
+        usage = readme_commands("## Usage")
+        driver = readme_commands("### The NVIDIA driver")
+        adhoc = readme_commands("### Ad hoc")
+        assert "ansible-playbook -i inventory.ini site.yml" in usage and driver and adhoc, (usage, driver, adhoc)
+        user = Ansible(inventory, tmp_path / "user", project=project)
+        try:
+            for command in usage + driver + adhoc:
+                if "playbooks/verify.yml" in command:
+                    # The driver "loaded" by the stand-in installer needs an nvidia-smi.
+                    for host in ("worker2", "worker3"):
+                        node = sb.node(host)
+                        install_nvidia_smi(node, json.loads(node.path(FACTS_FILE).read_text())["nvidia_gpus"])
+                run = user.shell(command)
+                if "-m nvidia_driver_install" in command:
+                    # Its pre-flight checks are the answer: nodes without the
+                    # installer (or a GPU) fail them, each saying why.
+                    assert {r["host"] for r in run.results if r["result"].get("preflight")} == \
+                        {"worker1", "worker2", "worker3"}, run.output
+                    continue
+                assert run.rc == 0, run.output
+        finally:
+            user.close()
+        assert [p for m, p in repo.requests if m == "GET"] == [f"/nvidia/NVIDIA-Linux-x86_64-{NEW}.run"] * 2
+    finally:
+        repo.close()
