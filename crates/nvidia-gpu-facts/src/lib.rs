@@ -85,8 +85,12 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
             outcome = outcome.value("local_facts_owner", local_facts::OWNER);
         }
         if opts.local_facts_write && !matches!(facts_file, FactsFile::Users { .. }) {
-            let written =
-                local_facts::write(path, &facts_file, detection_facts(&facts), module.check_mode())?;
+            let written = local_facts::write(
+                path,
+                &facts_file,
+                detection_facts(&facts),
+                module.check_mode(),
+            )?;
             outcome.changed = written.changed;
             if let Some(diff) = written.diff {
                 outcome = outcome.diff(diff);

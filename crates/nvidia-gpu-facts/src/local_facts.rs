@@ -37,7 +37,9 @@ pub enum FactsFile {
     Absent,
     /// Written by this module (an earlier release wrote no marker; its mode
     /// may be the user's script's 0755 it replaced).
-    Ours { mode: u32 },
+    Ours {
+        mode: u32,
+    },
     /// The user's: its `has_nvidia_gpu`, when it gives one.
     Users {
         executable: bool,
@@ -101,7 +103,11 @@ fn is_ours(content: &Map<String, Value>) -> bool {
         || (content.contains_key(EARLIER_RELEASE_KEY) && !content.contains_key("has_nvidia_gpu"))
 }
 
-fn users_file(path: &Path, executable: bool, content: &Map<String, Value>) -> Result<FactsFile, Failure> {
+fn users_file(
+    path: &Path,
+    executable: bool,
+    content: &Map<String, Value>,
+) -> Result<FactsFile, Failure> {
     let has_nvidia_gpu = match content.get("has_nvidia_gpu") {
         None | Some(Value::Null) => None,
         Some(value) => Some(ansible_bool(value).ok_or_else(|| {
@@ -153,7 +159,10 @@ fn run_script(path: &Path) -> Result<String, Failure> {
                 let _ = child.wait();
                 return Err(cannot_read(
                     path,
-                    &format!("it ran longer than {}s and was stopped", SCRIPT_TIMEOUT.as_secs()),
+                    &format!(
+                        "it ran longer than {}s and was stopped",
+                        SCRIPT_TIMEOUT.as_secs()
+                    ),
                 ));
             }
             Err(e) => return Err(cannot_read(path, &e.to_string())),
@@ -212,9 +221,11 @@ pub fn write(
     };
     let mut content = detection;
     content.insert(OWNER_KEY.into(), OWNER.into());
-    let mut text = serde_json::to_string_pretty(&content).map_err(|e| Failure::new(e.to_string()))?;
+    let mut text =
+        serde_json::to_string_pretty(&content).map_err(|e| Failure::new(e.to_string()))?;
     text.push('\n');
-    let mut outcome = fs::converge_file(path, text.as_bytes(), MODE, false, check_mode).map_err(failure)?;
+    let mut outcome =
+        fs::converge_file(path, text.as_bytes(), MODE, false, check_mode).map_err(failure)?;
     outcome.changed |= mode_fixed;
     Ok(outcome)
 }

@@ -331,7 +331,10 @@ fn the_guides_executable_gpu_fact_is_kept_and_decides_the_mode() {
     assert_eq!(r["local_facts_owner"], json!("user"));
     assert_eq!(r["ansible_facts"]["nvidia_gpu_present"], json!(false));
     assert_eq!(r["ansible_facts"]["gpu_node_enabled"], json!(true));
-    assert_eq!(r["ansible_facts"]["gpu_node_mode_source"], json!("local_facts"));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("local_facts")
+    );
     let warning = r["warnings"][0].as_str().unwrap();
     assert!(
         warning.contains("is not written by nvidia_gpu_facts")
@@ -352,10 +355,9 @@ fn the_has_nvidia_gpu_variable_wins_over_the_users_gpu_fact() {
     assert_eq!(r["ansible_facts"]["gpu_node_enabled"], json!(false));
     assert_eq!(r["ansible_facts"]["gpu_node_mode_source"], json!("user"));
     assert!(
-        r["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("its has_nvidia_gpu: true is overridden by the has_nvidia_gpu: false set in Ansible"),
+        r["warnings"][0].as_str().unwrap().contains(
+            "its has_nvidia_gpu: true is overridden by the has_nvidia_gpu: false set in Ansible"
+        ),
         "{r}"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), GUIDE_GPU_FACT);
@@ -368,25 +370,41 @@ fn a_users_plain_json_gpu_fact_decides_too_and_one_without_the_key_does_not() {
     let args = json!({"root": h200_root(), "local_facts_path": path, "decide_gpu_mode": true});
     let (_, r) = run("plain-json-1", args.clone());
     assert_eq!(r["ansible_facts"]["gpu_node_enabled"], json!(false));
-    assert_eq!(r["ansible_facts"]["gpu_node_mode_source"], json!("local_facts"));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("local_facts")
+    );
     write_file(&path, "[site]\nrack=4\n", 0o644);
     let (_, r) = run("plain-json-2", args);
-    assert_eq!(r["ansible_facts"]["gpu_node_mode_source"], json!("detected"));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "[site]\nrack=4\n");
 }
 
 #[test]
 fn a_gpu_fact_of_an_earlier_release_left_executable_is_made_ours_and_0644() {
     let path = scratch("earlier-node").join("facts.d/gpu.fact");
-    write_file(&path, "{\"nvidia_gpu_present\": true, \"nvidia_gpu_count\": 1}\n", 0o755);
+    write_file(
+        &path,
+        "{\"nvidia_gpu_present\": true, \"nvidia_gpu_count\": 1}\n",
+        0o755,
+    );
     let args = json!({"root": h200_root(), "local_facts_path": path, "decide_gpu_mode": true});
-    let (_, check) = run("earlier-check", json!({"root": h200_root(), "local_facts_path": path,
-                                                  "_ansible_check_mode": true}));
+    let (_, check) = run(
+        "earlier-check",
+        json!({"root": h200_root(), "local_facts_path": path,
+                                                  "_ansible_check_mode": true}),
+    );
     assert_eq!(check["changed"], json!(true));
     assert_eq!(mode_of(&path), 0o755, "check mode changes nothing");
     let (_, r) = run("earlier", args.clone());
     assert_eq!(r["changed"], json!(true));
-    assert_eq!(r["ansible_facts"]["gpu_node_mode_source"], json!("detected"));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
     assert_eq!(mode_of(&path), 0o644);
     let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(written["written_by"], json!("nvidia_gpu_facts"));
@@ -426,6 +444,9 @@ fn local_facts_write_false_reads_the_file_and_writes_nothing() {
                "decide_gpu_mode": true}),
     );
     assert_eq!(r["changed"], json!(false));
-    assert_eq!(r["ansible_facts"]["gpu_node_mode_source"], json!("detected"));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
     assert!(!dir.join("facts.d").exists());
 }
