@@ -84,6 +84,13 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         } else {
             outcome = outcome.value("local_facts_owner", local_facts::OWNER);
         }
+        if let (FactsFile::Unreadable { .. }, true) = (&facts_file, opts.local_facts_write) {
+            module.warn(format!(
+                "{} is neither JSON nor INI, so Ansible cannot read it: it is replaced by the detection, \
+                 the old file kept beside it as a backup",
+                path.display()
+            ));
+        }
         if opts.local_facts_write && !matches!(facts_file, FactsFile::Users { .. }) {
             let written = local_facts::write(
                 path,

@@ -10,7 +10,10 @@
 //!   node, for every play that gathers facts;
 //! - a file that is not ours is the user's: never rewritten, and its
 //!   `has_nvidia_gpu` is read as Ansible reads it (running it when it is
-//!   executable, as `setup` does).
+//!   executable, as `setup` does);
+//! - a plain file that Ansible cannot read at all (neither JSON nor INI) is
+//!   of use to no one, most likely ours cut short: it is rewritten, and the
+//!   old one kept as a backup beside it.
 
 use ansible_module::{fs, Failure};
 use serde_json::{Map, Value};
@@ -38,6 +41,11 @@ pub enum FactsFile {
     /// Written by this module (an earlier release wrote no marker; its mode
     /// may be the user's script's 0755 it replaced).
     Ours {
+        mode: u32,
+    },
+    /// Not executable, neither JSON nor INI: unreadable to Ansible, so
+    /// rewritten (with a backup).
+    Unreadable {
         mode: u32,
     },
     /// The user's: its `has_nvidia_gpu`, when it gives one.
@@ -78,8 +86,11 @@ pub fn inspect(path: &Path) -> Result<FactsFile, Failure> {
         }
     }
     if mode & 0o111 == 0 {
-        // Not JSON: Ansible reads it as INI, where every key is under a
-        // section, so it cannot set a top-level has_nvidia_gpu.
+        if !looks_like_ini(&String::from_utf8_lossy(&text)) {
+            return Ok(FactsFile::Unreadable { mode });
+        }
+        // INI, as Ansible reads it: every key is under a section, so it
+        // cannot set a top-level has_nvidia_gpu.
         return Ok(FactsFile::Users {
             executable: false,
             has_nvidia_gpu: None,
@@ -96,6 +107,16 @@ pub fn inspect(path: &Path) -> Result<FactsFile, Failure> {
             first_line(&output)
         ))),
     }
+}
+
+/// Whether Python's configparser, which Ansible's `setup` falls back to,
+/// could read it: its first line that is not blank or a comment is a
+/// `[section]` header.
+fn looks_like_ini(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with(';'))
+        .is_some_and(|line| line.starts_with('[') && line.ends_with(']'))
 }
 
 fn is_ours(content: &Map<String, Value>) -> bool {
@@ -194,8 +215,8 @@ fn cannot_read(path: &Path, why: &str) -> Failure {
 
 /// Writes the detection to a file of ours (or where there is none): JSON
 /// with our marker, mode 0644, replaced atomically and only when it differs.
-/// A file of ours left executable by an earlier release is made 0644 first.
-/// Never called for a user's file.
+/// A file of ours left executable by an earlier release is made 0644 first;
+/// an unreadable one is kept as a backup. Never called for a user's file.
 pub fn write(
     path: &Path,
     current: &FactsFile,
@@ -209,14 +230,14 @@ pub fn write(
         ))
     };
     let mode_fixed = match current {
-        FactsFile::Ours { mode } if *mode != MODE => {
+        FactsFile::Ours { mode } | FactsFile::Unreadable { mode } if *mode != MODE => {
             if !check_mode {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE))
                     .map_err(failure)?;
             }
             true
         }
-        FactsFile::Ours { .. } | FactsFile::Absent => false,
+        FactsFile::Ours { .. } | FactsFile::Unreadable { .. } | FactsFile::Absent => false,
         FactsFile::Users { .. } => unreachable!("a user's facts file is never written"),
     };
     let mut content = detection;
@@ -224,8 +245,9 @@ pub fn write(
     let mut text =
         serde_json::to_string_pretty(&content).map_err(|e| Failure::new(e.to_string()))?;
     text.push('\n');
+    let backup = matches!(current, FactsFile::Unreadable { .. });
     let mut outcome =
-        fs::converge_file(path, text.as_bytes(), MODE, false, check_mode).map_err(failure)?;
+        fs::converge_file(path, text.as_bytes(), MODE, backup, check_mode).map_err(failure)?;
     outcome.changed |= mode_fixed;
     Ok(outcome)
 }
@@ -249,6 +271,13 @@ mod tests {
         ] {
             assert_eq!(ansible_bool(&value), expected, "{value}");
         }
+    }
+
+    #[test]
+    fn ini_is_told_from_text_that_ansible_cannot_read() {
+        assert!(looks_like_ini("# site facts\n[site]\nrack=4\n"));
+        assert!(!looks_like_ini("{ not json\n"));
+        assert!(!looks_like_ini(""));
     }
 
     #[test]

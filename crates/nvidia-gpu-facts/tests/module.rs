@@ -450,3 +450,31 @@ fn local_facts_write_false_reads_the_file_and_writes_nothing() {
     );
     assert!(!dir.join("facts.d").exists());
 }
+
+#[test]
+fn a_facts_file_ansible_cannot_read_is_replaced_and_kept_as_a_backup() {
+    let dir = scratch("unreadable-node").join("facts.d");
+    let path = dir.join("gpu.fact");
+    write_file(&path, "{ not json\n", 0o644);
+    let (_, r) = run(
+        "unreadable",
+        json!({"root": h200_root(), "local_facts_path": path}),
+    );
+    assert_eq!(r["changed"], json!(true));
+    assert!(r["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("is neither JSON nor INI"));
+    let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["written_by"], json!("nvidia_gpu_facts"));
+    let backups: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("gpu.fact.") && name.ends_with('~'))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&backups[0])).unwrap(),
+        "{ not json\n"
+    );
+}
