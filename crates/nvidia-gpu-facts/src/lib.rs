@@ -19,7 +19,7 @@ use node_probe::gpu::{self, Detection};
 use node_probe::{kernel, os, Root};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub const SPEC: ModuleSpec = ModuleSpec {
     name: "nvidia_gpu_facts",
@@ -74,36 +74,13 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     }
     let mut outcome = Outcome::new(false).msg(summary(&detection));
     let facts_file = match &opts.local_facts_path {
-        Some(path) => local_facts::inspect(path)?,
+        Some(path) => {
+            let file = local_facts::inspect(path)?;
+            keep_local_facts(module, path, &file, &opts, &facts, &mut outcome)?;
+            file
+        }
         None => FactsFile::Absent,
     };
-    if let Some(path) = &opts.local_facts_path {
-        if let FactsFile::Users { .. } = facts_file {
-            module.warn(users_file_note(path, &facts_file, opts.has_nvidia_gpu));
-            outcome = outcome.value("local_facts_owner", "user");
-        } else {
-            outcome = outcome.value("local_facts_owner", local_facts::OWNER);
-        }
-        if let (FactsFile::Unreadable { .. }, true) = (&facts_file, opts.local_facts_write) {
-            module.warn(format!(
-                "{} is neither JSON nor INI, so Ansible cannot read it: it is replaced by the detection, \
-                 the old file kept beside it as a backup",
-                path.display()
-            ));
-        }
-        if opts.local_facts_write && !matches!(facts_file, FactsFile::Users { .. }) {
-            let written = local_facts::write(
-                path,
-                &facts_file,
-                detection_facts(&facts),
-                module.check_mode(),
-            )?;
-            outcome.changed = written.changed;
-            if let Some(diff) = written.diff {
-                outcome = outcome.diff(diff);
-            }
-        }
-    }
     if opts.decide_gpu_mode {
         let (enabled, source) = decide_gpu_mode(
             opts.has_nvidia_gpu,
@@ -220,6 +197,43 @@ fn summary(d: &Detection) -> String {
     line
 }
 
+/// Keeps the local facts file: says whose it is; leaves the user's as it is,
+/// saying what it decides; writes ours unless only reading (an unreadable
+/// one is replaced, saying so).
+fn keep_local_facts(
+    module: &mut Module,
+    path: &Path,
+    file: &FactsFile,
+    opts: &Options,
+    facts: &Map<String, Value>,
+    outcome: &mut Outcome,
+) -> Result<(), Failure> {
+    if let FactsFile::Users { .. } = file {
+        outcome
+            .values
+            .insert("local_facts_owner".into(), "user".into());
+        module.warn(users_file_note(path, file, opts.has_nvidia_gpu));
+        return Ok(());
+    }
+    outcome
+        .values
+        .insert("local_facts_owner".into(), local_facts::OWNER.into());
+    if !opts.local_facts_write {
+        return Ok(());
+    }
+    if let FactsFile::Unreadable { .. } = file {
+        module.warn(format!(
+            "{} is neither JSON nor INI, so Ansible cannot read it: it is replaced by the detection, \
+             the old file kept beside it as a backup",
+            path.display()
+        ));
+    }
+    let written = local_facts::write(path, file, detection_facts(facts), module.check_mode())?;
+    outcome.changed = written.changed;
+    outcome.diffs.extend(written.diff);
+    Ok(())
+}
+
 /// The detection part of the facts (not the node_* ones), as the local facts
 /// file holds it: stable JSON, so an unchanged node means an unchanged file.
 fn detection_facts(facts: &Map<String, Value>) -> Map<String, Value> {
@@ -267,7 +281,7 @@ pub fn decide_gpu_mode(
 }
 
 /// The run says that the facts file is the user's, kept, and what it decides.
-fn users_file_note(path: &std::path::Path, file: &FactsFile, variable: Option<bool>) -> String {
+fn users_file_note(path: &Path, file: &FactsFile, variable: Option<bool>) -> String {
     let mut note = format!(
         "{} is not written by nvidia_gpu_facts (the guide's gpu.fact, for instance): it is left as it is",
         path.display()
@@ -286,4 +300,25 @@ fn users_file_note(path: &std::path::Path, file: &FactsFile, variable: Option<bo
         (None, _) => note.push_str("; it sets no has_nvidia_gpu, so it does not change the node's GPU mode"),
     }
     note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variable_beats_the_users_facts_file_which_beats_detection() {
+        use ModeSource::*;
+        assert_eq!(
+            decide_gpu_mode(Some(false), Some(true), true),
+            (false, User)
+        );
+        assert_eq!(decide_gpu_mode(None, Some(true), false), (true, LocalFacts));
+        assert_eq!(
+            decide_gpu_mode(None, Some(false), true),
+            (false, LocalFacts)
+        );
+        assert_eq!(decide_gpu_mode(None, None, true), (true, Detected));
+        assert_eq!(decide_gpu_mode(None, None, false), (false, Detected));
+    }
 }
