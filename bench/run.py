@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make bench`: playbooks/site.yml (our Rust modules) against the guide's way
+"""`make bench`: site.yml (our Rust modules) against the guide's way
 of doing the same work (bench/baseline/site.yml: lspci in a shell task,
 set_fact, Ansible's template module), on 1 to 32 sandbox nodes, plus the
 module-level figures (time and peak memory of one module run, binary sizes)
@@ -89,7 +89,7 @@ class Side:
 
 
 SIDES = {
-    "ours": Side("ours", REPO / "playbooks/site.yml"),
+    "ours": Side("ours", REPO / "site.yml"),
     "baseline": Side("baseline", BENCH / "baseline/site.yml"),
 }
 # -- the machine ----------------------------------------------------------------
@@ -617,7 +617,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sides", default="ours,baseline",
                         help=f"known: {', '.join(SIDES)}, and the names given with --tree")
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
-                        help="one more side: playbooks/site.yml of another copy of the project (another commit, "
+                        help="one more side: site.yml (playbooks/site.yml before it moved) of another copy of the project (another commit, "
                              "a change being tried), named NAME in --sides; repeatable")
     parser.add_argument("--out", default=str(BENCH / "out"), help="raw data and Ansible logs")
     parser.add_argument("--results", default=None,
@@ -642,7 +642,9 @@ def main(argv=None) -> int:
     trees = {}
     for spec in args.tree:
         name, _, tree = spec.partition("=")
-        trees[name] = Side(name, Path(tree).resolve() / "playbooks/site.yml", Path(tree).resolve())
+        root = Path(tree).resolve()
+        playbook = root / "site.yml" if (root / "site.yml").exists() else root / "playbooks/site.yml"
+        trees[name] = Side(name, playbook, root)
     unknown = [s for s in side_names if s not in SIDES and s not in trees]
     if unknown:
         print(f"bench: unknown side(s) {', '.join(unknown)}; known: {', '.join([*SIDES, *trees])}", file=sys.stderr)

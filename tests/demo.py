@@ -15,7 +15,7 @@ from ansible_run import REPO, VENV_BIN, Ansible  # noqa: E402
 from sandbox import Sandbox, SandboxError  # noqa: E402
 
 PROFILES = ["cpu", "h200", "hgx-h100"]
-SITE = REPO / "playbooks/site.yml"
+SITE = REPO / "site.yml"
 
 
 def describe(name, profile, facts):

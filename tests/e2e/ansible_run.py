@@ -114,10 +114,13 @@ class Ansible:
     """One user's Ansible on the controller: runs keep their fact cache
     (like the project's ./.facts_cache) until close()."""
 
-    def __init__(self, inventory: Path, workdir: Path, bin_dir: Path = VENV_BIN):
+    def __init__(self, inventory: Path, workdir: Path, bin_dir: Path = VENV_BIN, project: Path = REPO):
         self.inventory = Path(inventory)
         # Where ansible and ansible-playbook are: .venv's, or a Controller's bin_dir.
         self.bin_dir = Path(bin_dir)
+        # The folder commands run in, with its ansible.cfg: the project, or a
+        # user's copy of its layout (tests/e2e/test_guide_layout.py).
+        self.project = Path(project)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.fact_cache = self.workdir / "facts"
@@ -132,7 +135,7 @@ class Ansible:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
         env.update({
             "PATH": f"{self.bin_dir}:{env.get('PATH', '/usr/bin:/bin')}",
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_CONFIG": str(self.project / "ansible.cfg"),
             "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.fact_cache),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_dir),
             "ANSIBLE_LOCAL_TEMP": str(self.workdir / "ansible-tmp"),
@@ -150,10 +153,15 @@ class Ansible:
         record = self.workdir / f"run{self.runs}.json"
         env = self.env(env)
         env["RECORD_RESULTS_PATH"] = str(record)
-        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT)
+        p = subprocess.run(cmd, cwd=self.project, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT)
         data = json.loads(record.read_text()) if record.exists() else {"results": [], "stats": {}}
         (self.workdir / f"run{self.runs}.log").write_text(f"$ {' '.join(cmd)}\n{p.stdout}\n--- stderr\n{p.stderr}")
         return Run(cmd, p.returncode, p.stdout, p.stderr, data["results"], data["stats"])
+
+    def shell(self, command: str, env: dict | None = None) -> Run:
+        """A command line as a user types it, in the project folder (the
+        venv's ansible-playbook and ansible first on PATH)."""
+        return self._run(["/bin/sh", "-c", command], env)
 
     def playbook(self, playbook, *args: str, inventory: Path | None = None, env: dict | None = None) -> Run:
         cmd = [str(self.bin_dir / "ansible-playbook"), "-i", str(inventory or self.inventory), str(playbook), *args]

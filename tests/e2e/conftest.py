@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ansible_run import REPO, Ansible, controller_releases, newest_release  # noqa: E402
 
-SITE = REPO / "playbooks/site.yml"
+SITE = REPO / "site.yml"
 
 
 def setup_playbook() -> Path:

@@ -13,7 +13,10 @@ a script that says STAND-IN in its first lines:
   `images pull` and `run` as ctr does, keeps "pulled" images in a file, logs
   every call; its `run` checks the runtime binary and NVIDIA_VISIBLE_DEVICES,
   then runs the command (the stand-in nvidia-smi), as the NVIDIA runtime
-  would make it visible in the container.
+  would make it visible in the container;
+- /usr/local/bin/nerdctl, in the nerdctl test only: answers `run`, needs
+  `--gpus all` and an image the ctr stand-in "pulled", logs every call, and
+  runs the command as the toolkit's hook would make it visible.
 """
 from __future__ import annotations
 
@@ -100,6 +103,30 @@ case "$env" in
   *NVIDIA_VISIBLE_DEVICES=all*) exec "$@" ;;
   *) echo "ctr: exec: \"$1\": executable file not found in \$PATH" >&2; exit 1 ;;
 esac
+"""
+
+NERDCTL_STAND_IN = r"""#!/bin/sh
+# STAND-IN for nerdctl, written by tests/e2e/test_verify.py: sandbox nodes run
+# no containerd daemon. It answers `run` as nerdctl does, finds images where
+# the ctr stand-in keeps them, and logs each call to /var/lib/nerdctl-stand-in/calls.
+mkdir -p /var/lib/nerdctl-stand-in
+echo "$*" >> /var/lib/nerdctl-stand-in/calls
+[ "$1" = --namespace ] && shift 2
+[ "$1" = run ] || { echo "nerdctl stand-in: unexpected arguments: $*" >&2; exit 2; }
+shift
+gpus=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rm) shift ;;
+    --gpus) gpus=$2; shift 2 ;;
+    --*) shift 2 ;;
+    *) break ;;
+  esac
+done
+image=$1; shift
+grep -qxF "$image" /var/lib/ctr-stand-in/images 2>/dev/null || { echo "nerdctl: image \"$image\": not found" >&2; exit 1; }
+[ "$gpus" = all ] || { echo "nerdctl: exec: \"$1\": executable file not found in \$PATH" >&2; exit 1; }
+exec "$@"
 """
 
 
@@ -324,7 +351,7 @@ def test_gpu_mode_forced_without_a_gpu_fails_and_turned_off_on_a_gpu_node_warns(
         "worker3  PASS  facts file, containerd, nvidia-smi; skipped: container: no verify_container_image given",
         "worker3  WARN  gpu mode: has_nvidia_gpu=false although detection finds 8 NVIDIA GPUs: the node is "
         "set up as a CPU node and its pods get no GPU. Fine if deliberate; otherwise remove has_nvidia_gpu for "
-        "worker3 and run site.yml -l worker3",
+        "worker3 (inventory, host_vars, group_vars or -e) and run site.yml -l worker3",
     ]}, off.output
     assert off.stats["worker3"]["failures"] == 0
 
@@ -352,7 +379,7 @@ def test_nvidia_smi_and_the_container_run(sb, user):
         f"pull {IMAGE})"]
     assert summary(real)["worker2"] == ["worker2  PASS  gpu mode, facts file, containerd, nvidia-smi, container"]
     assert details(real)["worker2"][4] == (
-        f"PASS  container: a container of {IMAGE} with the NVIDIA runtime ({RUNTIME}) sees the 1 GPU(s)")
+        f"PASS  container: ctr run with the NVIDIA runtime ({RUNTIME}): a container of {IMAGE} sees the 1 GPU(s)")
     assert real.stats["worker2"]["changed"] == 1, "the pull is the one change verify.yml makes"
     assert summary(checked_again)["worker2"] == summary(real)["worker2"], "the image is there now"
 
@@ -361,6 +388,7 @@ def test_nvidia_smi_and_the_container_run(sb, user):
         rf"--namespace k8s\.io run --rm --runtime io\.containerd\.runc\.v2 --runc-binary {RUNTIME} "
         rf"--env NVIDIA_VISIBLE_DEVICES=all {re.escape(IMAGE)} gpu-node-verify-\d+ nvidia-smi -L", run_call), calls
     assert f"--namespace k8s.io images pull --hosts-dir /etc/containerd/certs.d {IMAGE}" in calls
+    assert not worker2.path("/var/lib/nerdctl-stand-in/calls").exists(), "no nerdctl on worker2: ctr ran"
     assert sum(" images pull " in f" {c} " for c in calls) == 2, "one pull of IMAGE, one of the missing image"
 
     [line] = summary(unpullable)["worker2"]
@@ -380,6 +408,34 @@ def test_nvidia_smi_and_the_container_run(sb, user):
         'ctr: failed to dial "/run/containerd/containerd.sock"'), line
     assert line.endswith(
         "): start containerd (systemctl start containerd) and look at its log (journalctl -u containerd)"), line
+
+
+def test_the_container_runs_with_nerdctl_where_it_is_as_the_guide_runs_it(sb, user):
+    """worker2 has nerdctl (the stand-in): the container test runs the guide's
+    `nerdctl run --rm --gpus all <image> nvidia-smi`, and says so;
+    verify_container_client=ctr picks ctr all the same."""
+    worker2 = sb.node("worker2")
+    image = ("-e", f"verify_container_image={IMAGE}")
+    state = ("/var/lib/ctr-stand-in/images", "/var/lib/ctr-stand-in/calls", "/var/lib/nerdctl-stand-in/calls")
+    with kept(worker2, "/usr/bin/ctr", "/usr/local/bin/nerdctl", *state):
+        write(worker2, "/usr/bin/ctr", CTR_STAND_IN, 0o755)
+        write(worker2, "/usr/local/bin/nerdctl", NERDCTL_STAND_IN, 0o755)
+        with_nerdctl = user.playbook(VERIFY, "-l", "worker2", *image).expect_ok()
+        nerdctl_calls = worker2.path("/var/lib/nerdctl-stand-in/calls").read_text().splitlines()
+        with_ctr = user.playbook(VERIFY, "-l", "worker2", *image, "-e", "verify_container_client=ctr").expect_ok()
+        ctr_runs = [c for c in worker2.path("/var/lib/ctr-stand-in/calls").read_text().splitlines() if " run " in f" {c} "]
+        worker2.path("/usr/local/bin/nerdctl").unlink()
+        asked = user.playbook(VERIFY, "-l", "worker2", *image, "-e", "verify_container_client=nerdctl").expect_failed()
+
+    assert details(with_nerdctl)["worker2"][4] == (
+        f"PASS  container: nerdctl run --rm --gpus all (the guide's command): a container of {IMAGE} sees the 1 GPU(s)")
+    assert nerdctl_calls == [f"--namespace k8s.io run --rm --network none --gpus all {IMAGE} nvidia-smi -L"]
+    assert details(with_ctr)["worker2"][4] == (
+        f"PASS  container: ctr run with the NVIDIA runtime ({RUNTIME}): a container of {IMAGE} sees the 1 GPU(s)")
+    assert len(ctr_runs) == 1, ctr_runs
+    assert summary(asked)["worker2"] == [
+        "worker2  FAIL  container: verify_container_client is nerdctl, but nerdctl is not on the node's PATH: "
+        "install it, or set verify_container_client to auto or ctr"]
 
 
 def test_a_node_that_cannot_be_reached_is_reported_not_verified(sb, user, tmp_path):

@@ -59,16 +59,16 @@ export PATH=/tmp/ctd:$PATH
 containerd --version
 end
 fi
-section "ansible-playbook -i localhost, -c local playbooks/site.yml --check --diff (no package installs)"
-ansible_playbook -i localhost, -c local playbooks/site.yml --check --diff -e install_os_packages=false -e containerd_install=false
+section "ansible-playbook -i localhost, -c local site.yml --check --diff (no package installs)"
+ansible_playbook -i localhost, -c local site.yml --check --diff -e install_os_packages=false -e containerd_install=false
 end
-section "ansible-playbook ... playbooks/site.yml --tags container, for real, config under /tmp (no NVIDIA container toolkit here)"
-ansible_playbook -i localhost, -c local playbooks/site.yml --tags container -e containerd_install=false \
+section "ansible-playbook ... site.yml --tags container, for real, config under /tmp (no NVIDIA container toolkit here)"
+ansible_playbook -i localhost, -c local site.yml --tags container -e containerd_install=false \
     -e containerd_config_path=/tmp/gpu-node-run/config.toml -e containerd_drop_in_path=/tmp/gpu-node-run/conf.d/99-nvidia.toml
 echo "exit status $?; files under /tmp/gpu-node-run afterwards:"; find /tmp/gpu-node-run 2>&1
 end
-section "ansible-playbook ... playbooks/site.yml --tags gpu (writes the local facts file), then playbooks/verify.yml"
-ansible_playbook -i localhost, -c local playbooks/site.yml --tags gpu -e install_os_packages=false
+section "ansible-playbook ... site.yml --tags gpu (writes the local facts file), then playbooks/verify.yml"
+ansible_playbook -i localhost, -c local site.yml --tags gpu -e install_os_packages=false
 ansible_playbook -i localhost, -c local playbooks/verify.yml
 end
 } 2>&1 | tee "$OUT/real-hardware.txt"

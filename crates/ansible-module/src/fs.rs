@@ -30,11 +30,11 @@ pub struct StagedFile {
 
 impl StagedFile {
     /// Writes `content` to a temporary file in the target's directory (created
-    /// when missing) with the target's mode and owner, or `new_mode` when the
-    /// target does not exist yet.
+    /// when missing, mode 0755) with the target's mode and owner, or `new_mode`
+    /// when the target does not exist yet.
     pub fn stage(target: &Path, content: &[u8], new_mode: u32) -> io::Result<StagedFile> {
         let dir = parent_dir(target);
-        fs::create_dir_all(dir)?;
+        create_dirs(dir)?;
         let existing = match fs::metadata(target) {
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -103,6 +103,24 @@ impl Drop for StagedFile {
         if !self.committed {
             let _ = fs::remove_file(&self.staged);
         }
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0755, whatever the umask
+/// the module runs under (the action plugin's is 077): a folder for a config
+/// file, such as /etc/containerd, must be as its package makes it, readable
+/// by all.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -218,6 +236,7 @@ mod tests {
         assert_eq!(first.backup_file, None, "nothing to back up for a new file");
         assert_eq!(fs::read(&path).unwrap(), b"{}\n");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(fs::metadata(dir.join("sub")).unwrap().mode() & 0o777, 0o755);
         let second = converge_file(&path, b"{}\n", 0o644, true, false).unwrap();
         assert!(!second.changed);
         assert!(second.diff.is_none());

@@ -5,8 +5,16 @@
 //! who sets it in the inventory or with `-e` to override detection. A module
 //! fact outranks host_vars and group_vars and stays in the fact cache, so a
 //! fact of that name would silently defeat the override.
+//!
+//! The GPU mode rule ([`decide_gpu_mode`]): the user's `has_nvidia_gpu`
+//! variable, else the `has_nvidia_gpu` of a local facts file that is the
+//! user's (the Korean guide's `gpu.fact`), else detection.
 
-use ansible_module::{fs, Arg, Failure, Module, ModuleSpec, Outcome};
+pub mod local_facts;
+
+use local_facts::FactsFile;
+
+use ansible_module::{Arg, Failure, Module, ModuleSpec, Outcome};
 use node_probe::gpu::{self, Detection};
 use node_probe::{kernel, os, Root};
 use serde::Deserialize;
@@ -19,6 +27,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
     args: &[
         Arg::path("root").default_str("/"),
         Arg::path("local_facts_path"),
+        Arg::bool("local_facts_write").default_bool(true),
         Arg::bool("decide_gpu_mode").default_bool(false),
         Arg::bool("has_nvidia_gpu"),
         Arg::list("supported_os_families"),
@@ -30,8 +39,11 @@ pub const SPEC: ModuleSpec = ModuleSpec {
 pub struct Options {
     /// The filesystem to inspect: `/` on a node, a chroot or image otherwise.
     pub root: PathBuf,
-    /// Also write the detection as JSON here, for `ansible_local`.
+    /// Also write the detection as JSON here, for `ansible_local`, unless
+    /// the file there is the user's: then its `has_nvidia_gpu` is read.
     pub local_facts_path: Option<PathBuf>,
+    /// false: only read the local facts file (for playbooks that change nothing).
+    pub local_facts_write: bool,
     /// Also return the node's GPU mode (`gpu_node_enabled`,
     /// `gpu_node_mode_source`), as the gpu_node_mode role decides it: in the
     /// same call, so that a play pays no task of its own for the decision.
@@ -67,20 +79,22 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         check_os_family(&facts, families)?;
     }
     let mut outcome = Outcome::new(false).msg(summary(&detection));
-    if let Some(path) = &opts.local_facts_path {
-        let written = write_local_facts(path, &facts, module.check_mode())?;
-        outcome.changed = written.changed;
-        if let Some(diff) = written.diff {
-            outcome = outcome.diff(diff);
+    let facts_file = match &opts.local_facts_path {
+        Some(path) => {
+            let file = local_facts::inspect(path)?;
+            keep_local_facts(module, path, &file, &opts, &facts, &mut outcome)?;
+            file
         }
-    }
+        None => FactsFile::Absent,
+    };
     if opts.decide_gpu_mode {
-        let (enabled, source) = match opts.has_nvidia_gpu {
-            Some(user) => (user, "user"),
-            None => (!detection.gpus.is_empty(), "detected"),
-        };
+        let (enabled, source) = decide_gpu_mode(
+            opts.has_nvidia_gpu,
+            facts_file.users_gpu_mode(),
+            !detection.gpus.is_empty(),
+        );
         facts.insert("gpu_node_enabled".into(), enabled.into());
-        facts.insert("gpu_node_mode_source".into(), source.into());
+        facts.insert("gpu_node_mode_source".into(), source.name().into());
     } else if opts.has_nvidia_gpu.is_some() {
         module.warn("has_nvidia_gpu is used only with decide_gpu_mode: true; it is ignored");
     }
@@ -192,25 +206,128 @@ fn summary(d: &Detection) -> String {
     line
 }
 
+/// Keeps the local facts file: says whose it is; leaves the user's as it is,
+/// saying what it decides; writes ours unless only reading (an unreadable
+/// one is replaced, saying so).
+fn keep_local_facts(
+    module: &mut Module,
+    path: &Path,
+    file: &FactsFile,
+    opts: &Options,
+    facts: &Map<String, Value>,
+    outcome: &mut Outcome,
+) -> Result<(), Failure> {
+    if let FactsFile::Users { .. } = file {
+        outcome
+            .values
+            .insert("local_facts_owner".into(), "user".into());
+        module.warn(users_file_note(path, file, opts.has_nvidia_gpu));
+        return Ok(());
+    }
+    outcome
+        .values
+        .insert("local_facts_owner".into(), local_facts::OWNER.into());
+    if !opts.local_facts_write {
+        return Ok(());
+    }
+    if let FactsFile::Unreadable { .. } = file {
+        module.warn(format!(
+            "{} is neither JSON nor INI, so Ansible cannot read it: it is replaced by the detection, \
+             the old file kept beside it as a backup",
+            path.display()
+        ));
+    }
+    let written = local_facts::write(path, file, detection_facts(facts), module.check_mode())?;
+    outcome.changed = written.changed;
+    outcome.diffs.extend(written.diff);
+    Ok(())
+}
+
 /// The detection part of the facts (not the node_* ones), as the local facts
 /// file holds it: stable JSON, so an unchanged node means an unchanged file.
-fn write_local_facts(
-    path: &Path,
-    facts: &Map<String, Value>,
-    check_mode: bool,
-) -> Result<fs::FileOutcome, Failure> {
-    let detection: Map<String, Value> = facts
+fn detection_facts(facts: &Map<String, Value>) -> Map<String, Value> {
+    facts
         .iter()
         .filter(|(name, _)| !name.starts_with("node_") && !name.starts_with("gpu_node_"))
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut text =
-        serde_json::to_string_pretty(&detection).map_err(|e| Failure::new(e.to_string()))?;
-    text.push('\n');
-    fs::converge_file(path, text.as_bytes(), 0o644, false, check_mode).map_err(|e| {
-        Failure::new(format!(
-            "cannot write the local facts file {}: {e}",
-            path.display()
-        ))
-    })
+        .collect()
+}
+
+/// Where a node's GPU mode came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeSource {
+    /// The `has_nvidia_gpu` variable (inventory, group_vars, host_vars, `-e`).
+    User,
+    /// `has_nvidia_gpu` in the user's local facts file on the node.
+    LocalFacts,
+    Detected,
+}
+
+impl ModeSource {
+    /// As the fact `gpu_node_mode_source` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModeSource::User => "user",
+            ModeSource::LocalFacts => "local_facts",
+            ModeSource::Detected => "detected",
+        }
+    }
+}
+
+/// The node's GPU mode. The variable wins over the node's facts file: it is
+/// what the operator running the play set (and `-e` must win over everything),
+/// while the file is a node-local setting made once, often long ago.
+pub fn decide_gpu_mode(
+    variable: Option<bool>,
+    local_facts_file: Option<bool>,
+    detected: bool,
+) -> (bool, ModeSource) {
+    match (variable, local_facts_file) {
+        (Some(user), _) => (user, ModeSource::User),
+        (None, Some(file)) => (file, ModeSource::LocalFacts),
+        (None, None) => (detected, ModeSource::Detected),
+    }
+}
+
+/// The run says that the facts file is the user's, kept, and what it decides.
+fn users_file_note(path: &Path, file: &FactsFile, variable: Option<bool>) -> String {
+    let mut note = format!(
+        "{} is not written by nvidia_gpu_facts (the guide's gpu.fact, for instance): it is left as it is",
+        path.display()
+    );
+    match (file.users_gpu_mode(), variable) {
+        (Some(f), Some(v)) if f != v => note.push_str(&format!(
+            "; its has_nvidia_gpu: {f} is overridden by the has_nvidia_gpu: {v} set in Ansible \
+             (inventory, group_vars, host_vars or -e), which wins"
+        )),
+        (Some(f), Some(_)) => note.push_str(&format!(
+            "; its has_nvidia_gpu: {f} agrees with the has_nvidia_gpu set in Ansible, which decides"
+        )),
+        (Some(f), None) => note.push_str(&format!(
+            " and its has_nvidia_gpu: {f} sets this node's GPU mode (gpu_node_mode_source: local_facts)"
+        )),
+        (None, _) => note.push_str("; it sets no has_nvidia_gpu, so it does not change the node's GPU mode"),
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variable_beats_the_users_facts_file_which_beats_detection() {
+        use ModeSource::*;
+        assert_eq!(
+            decide_gpu_mode(Some(false), Some(true), true),
+            (false, User)
+        );
+        assert_eq!(decide_gpu_mode(None, Some(true), false), (true, LocalFacts));
+        assert_eq!(
+            decide_gpu_mode(None, Some(false), true),
+            (false, LocalFacts)
+        );
+        assert_eq!(decide_gpu_mode(None, None, true), (true, Detected));
+        assert_eq!(decide_gpu_mode(None, None, false), (false, Detected));
+    }
 }

@@ -153,7 +153,7 @@ fn unknown_option_is_refused_like_ansible_does() {
     assert_eq!(code, 1);
     assert_eq!(
         r["msg"],
-        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: decide_gpu_mode, has_nvidia_gpu, local_facts_path, root, supported_os_families.")
+        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: decide_gpu_mode, has_nvidia_gpu, local_facts_path, local_facts_write, root, supported_os_families.")
     );
 }
 
@@ -329,5 +329,201 @@ fn a_loaded_driver_with_an_unreadable_version_is_not_called_absent() {
     assert!(
         msg.ends_with("NVIDIA driver loaded, its version unreadable"),
         "{msg}"
+    );
+}
+
+/// The Korean guide's troubleshooting fix 3, as it installs it.
+const GUIDE_GPU_FACT: &str = "#!/bin/bash\necho '{\"has_nvidia_gpu\": true}'\n";
+
+fn write_file(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn cpu_root(test: &str) -> PathBuf {
+    // A node with no PCI device at all: detection finds no GPU.
+    let root = scratch(test).join("root");
+    std::fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
+    root
+}
+
+#[test]
+fn our_facts_file_is_json_mode_0644_and_says_it_is_ours() {
+    let path = scratch("ours-node").join("facts.d/gpu.fact");
+    let (_, r) = run(
+        "ours",
+        json!({"root": h200_root(), "local_facts_path": path}),
+    );
+    assert_eq!(r["changed"], json!(true));
+    assert_eq!(r["local_facts_owner"], json!("nvidia_gpu_facts"));
+    let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["written_by"], json!("nvidia_gpu_facts"));
+    assert_eq!(mode_of(&path), 0o644);
+}
+
+#[test]
+fn the_guides_executable_gpu_fact_is_kept_and_decides_the_mode() {
+    let path = scratch("guide-fact-node").join("facts.d/gpu.fact");
+    write_file(&path, GUIDE_GPU_FACT, 0o755);
+    let root = cpu_root("guide-fact-root");
+    let args = json!({"root": root, "local_facts_path": path, "decide_gpu_mode": true});
+    let (code, r) = run("guide-fact", args);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["changed"], json!(false));
+    assert_eq!(r["local_facts_owner"], json!("user"));
+    assert_eq!(r["ansible_facts"]["nvidia_gpu_present"], json!(false));
+    assert_eq!(r["ansible_facts"]["gpu_node_enabled"], json!(true));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("local_facts")
+    );
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("is not written by nvidia_gpu_facts")
+            && warning.contains("has_nvidia_gpu: true sets this node's GPU mode"),
+        "{warning}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), GUIDE_GPU_FACT);
+    assert_eq!(mode_of(&path), 0o755);
+}
+
+#[test]
+fn the_has_nvidia_gpu_variable_wins_over_the_users_gpu_fact() {
+    let path = scratch("var-wins-node").join("facts.d/gpu.fact");
+    write_file(&path, GUIDE_GPU_FACT, 0o755);
+    let args = json!({"root": cpu_root("var-wins-root"), "local_facts_path": path,
+                      "decide_gpu_mode": true, "has_nvidia_gpu": false});
+    let (_, r) = run("var-wins", args);
+    assert_eq!(r["ansible_facts"]["gpu_node_enabled"], json!(false));
+    assert_eq!(r["ansible_facts"]["gpu_node_mode_source"], json!("user"));
+    assert!(
+        r["warnings"][0].as_str().unwrap().contains(
+            "its has_nvidia_gpu: true is overridden by the has_nvidia_gpu: false set in Ansible"
+        ),
+        "{r}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), GUIDE_GPU_FACT);
+}
+
+#[test]
+fn a_users_plain_json_gpu_fact_decides_too_and_one_without_the_key_does_not() {
+    let path = scratch("plain-json-node").join("facts.d/gpu.fact");
+    write_file(&path, "{\"has_nvidia_gpu\": \"no\"}\n", 0o644);
+    let args = json!({"root": h200_root(), "local_facts_path": path, "decide_gpu_mode": true});
+    let (_, r) = run("plain-json-1", args.clone());
+    assert_eq!(r["ansible_facts"]["gpu_node_enabled"], json!(false));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("local_facts")
+    );
+    write_file(&path, "[site]\nrack=4\n", 0o644);
+    let (_, r) = run("plain-json-2", args);
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "[site]\nrack=4\n");
+}
+
+#[test]
+fn a_gpu_fact_of_an_earlier_release_left_executable_is_made_ours_and_0644() {
+    let path = scratch("earlier-node").join("facts.d/gpu.fact");
+    write_file(
+        &path,
+        "{\"nvidia_gpu_present\": true, \"nvidia_gpu_count\": 1}\n",
+        0o755,
+    );
+    let args = json!({"root": h200_root(), "local_facts_path": path, "decide_gpu_mode": true});
+    let (_, check) = run(
+        "earlier-check",
+        json!({"root": h200_root(), "local_facts_path": path,
+                                                  "_ansible_check_mode": true}),
+    );
+    assert_eq!(check["changed"], json!(true));
+    assert_eq!(mode_of(&path), 0o755, "check mode changes nothing");
+    let (_, r) = run("earlier", args.clone());
+    assert_eq!(r["changed"], json!(true));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
+    assert_eq!(mode_of(&path), 0o644);
+    let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["written_by"], json!("nvidia_gpu_facts"));
+    let (_, again) = run("earlier-again", args);
+    assert_eq!(again["changed"], json!(false));
+}
+
+#[test]
+fn a_users_script_that_prints_no_json_fails_naming_it_and_is_kept() {
+    let path = scratch("bad-script-node").join("facts.d/gpu.fact");
+    write_file(&path, "#!/bin/sh\necho has_nvidia_gpu=true\n", 0o755);
+    let (code, r) = run(
+        "bad-script",
+        json!({"root": h200_root(), "local_facts_path": path, "decide_gpu_mode": true}),
+    );
+    assert_eq!(code, 1);
+    let msg = r["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&path.to_string_lossy().into_owned())
+            && msg.contains("did not print a JSON object")
+            && msg.contains("has_nvidia_gpu=true"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "#!/bin/sh\necho has_nvidia_gpu=true\n"
+    );
+}
+
+#[test]
+fn local_facts_write_false_reads_the_file_and_writes_nothing() {
+    let dir = scratch("read-only-node");
+    let path = dir.join("facts.d/gpu.fact");
+    let (_, r) = run(
+        "read-only",
+        json!({"root": h200_root(), "local_facts_path": path, "local_facts_write": false,
+               "decide_gpu_mode": true}),
+    );
+    assert_eq!(r["changed"], json!(false));
+    assert_eq!(
+        r["ansible_facts"]["gpu_node_mode_source"],
+        json!("detected")
+    );
+    assert!(!dir.join("facts.d").exists());
+}
+
+#[test]
+fn a_facts_file_ansible_cannot_read_is_replaced_and_kept_as_a_backup() {
+    let dir = scratch("unreadable-node").join("facts.d");
+    let path = dir.join("gpu.fact");
+    write_file(&path, "{ not json\n", 0o644);
+    let (_, r) = run(
+        "unreadable",
+        json!({"root": h200_root(), "local_facts_path": path}),
+    );
+    assert_eq!(r["changed"], json!(true));
+    assert!(r["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("is neither JSON nor INI"));
+    let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["written_by"], json!("nvidia_gpu_facts"));
+    let backups: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("gpu.fact.") && name.ends_with('~'))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&backups[0])).unwrap(),
+        "{ not json\n"
     );
 }
