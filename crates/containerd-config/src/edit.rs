@@ -103,14 +103,39 @@ pub fn drop_in(
     Ok(finish(doc, "the drop-in", Vec::new())?.text)
 }
 
+/// Where a containerd resolves a relative `imports` glob (an entry with a
+/// `*`) of the main config: 1.6 against its working directory (`/` under
+/// systemd; it hands the pattern to `filepath.Glob` as it is), 1.7 and 2.x
+/// against the config's folder. A relative entry without `*` is relative to
+/// the config's folder in every release. `Unknown` (no containerd to ask):
+/// a relative glob is taken to load nothing, so an absolute entry is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelativeImports<'a> {
+    Against(&'a Path),
+    Unknown,
+}
+
+impl<'a> RelativeImports<'a> {
+    /// The rule of a containerd release for a main config in `main_dir`.
+    pub fn of(containerd: Option<&crate::ContainerdVersion>, main_dir: &'a Path) -> Self {
+        match containerd {
+            Some(v) if (v.major, v.minor) < (1, 7) => RelativeImports::Against(Path::new("/")),
+            Some(_) => RelativeImports::Against(main_dir),
+            None => RelativeImports::Unknown,
+        }
+    }
+}
+
 /// The main config with `drop_in_path` in its `imports` (once: an entry that
-/// already names it, or a glob that matches it, is enough). Created with only
-/// the version and the import when `existing` is `None`.
+/// already loads it, as `relative` resolves it, or a glob that matches it,
+/// is enough). Created with only the version and the import when `existing`
+/// is `None`.
 pub fn add_import(
     existing: Option<&str>,
     origin: &str,
     drop_in_path: &str,
     version: ConfigVersion,
+    relative: RelativeImports<'_>,
 ) -> Result<Edit, Error> {
     let base;
     let text = match existing {
@@ -128,7 +153,6 @@ pub fn add_import(
     let mut notes = Vec::new();
     ensure_version(&mut doc, version, origin)?;
     enable_cri(&mut doc, version, origin, &mut notes)?;
-    let main_dir = parent_dir(origin);
     match doc.get_mut("imports") {
         None => {
             let mut imports = Array::new();
@@ -142,7 +166,8 @@ pub fn add_import(
             let covered = imports
                 .iter()
                 .filter_map(Value::as_str)
-                .any(|entry| import_covers(entry, drop_in_path, main_dir));
+                .filter_map(|entry| resolve(entry, origin, relative))
+                .any(|full| import_covers(&full, drop_in_path, Path::new("/")));
             if !covered {
                 push_like_last(imports, drop_in_path);
             }
@@ -160,22 +185,45 @@ pub fn import_covers(entry: &str, path: &str, main_dir: &Path) -> bool {
 }
 
 /// A copy of a main config for `containerd config dump` to check, away from
-/// its real path: relative imports made absolute (they resolve against the
-/// copy's directory otherwise), `drop` left out of the imports and `add`
-/// appended to them (the staged drop-in that will replace `drop`).
+/// its real path: relative imports made absolute as `relative` says the
+/// containerd resolves them, `drop` left out of the imports and `add`
+/// appended to them (the staged drop-in that will replace `drop`). Nothing
+/// else differs from the text that is committed: an `imports` that is not a
+/// list of paths is an error here, not an entry quietly left out.
 pub fn validation_copy(
     text: &str,
     origin: &str,
     drop: Option<&str>,
     add: Option<&str>,
+    relative: RelativeImports<'_>,
 ) -> Result<String, Error> {
     let mut doc = parse(text, origin)?;
-    let main_dir = parent_dir(origin);
+    let relative = match relative {
+        RelativeImports::Unknown => RelativeImports::Against(parent_dir(origin)),
+        known => known,
+    };
+    match doc.get("imports") {
+        None => {}
+        Some(item) => {
+            let imports = item
+                .as_array()
+                .ok_or_else(|| Error::shape(origin, "`imports` is not a list of paths"))?;
+            if let Some(bad) = imports.iter().find(|v| v.as_str().is_none()) {
+                return Err(Error::shape(
+                    origin,
+                    format!(
+                        "`imports` holds {}, which is not a path",
+                        bad.to_string().trim()
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(imports) = doc.get_mut("imports").and_then(Item::as_array_mut) {
         let entries: Vec<String> = imports
             .iter()
             .filter_map(Value::as_str)
-            .map(|entry| absolute(entry, main_dir))
+            .filter_map(|entry| resolve(entry, origin, relative))
             .filter(|entry| Some(entry.as_str()) != drop)
             .collect();
         imports.clear();
@@ -211,6 +259,21 @@ fn finish(doc: DocumentMut, origin: &str, notes: Vec<String>) -> Result<Edit, Er
 
 fn parent_dir(path: &str) -> &Path {
     Path::new(path).parent().unwrap_or(Path::new("/"))
+}
+
+/// The absolute path or pattern an `imports` entry of `origin` loads, as
+/// `relative` says; `None` where that is not known.
+fn resolve(entry: &str, origin: &str, relative: RelativeImports<'_>) -> Option<String> {
+    if Path::new(entry).is_absolute() {
+        return Some(entry.to_string());
+    }
+    if !entry.contains('*') {
+        return Some(absolute(entry, parent_dir(origin)));
+    }
+    match relative {
+        RelativeImports::Against(dir) => Some(absolute(entry, dir)),
+        RelativeImports::Unknown => None,
+    }
 }
 
 fn absolute(entry: &str, dir: &Path) -> String {
@@ -570,9 +633,19 @@ pub(crate) fn describe(item: &Item) -> &'static str {
 /// Appends to an array formatted like its last element, so a one-per-line
 /// list stays one per line.
 fn push_like_last(array: &mut Array, entry: &str) {
+    let only_one = array.len() == 1;
     let decor = array.iter().last().map(|v| v.decor().clone());
     array.push(entry);
-    if let (Some(decor), Some(new)) = (decor, array.iter_mut().last()) {
+    if let (Some(mut decor), Some(new)) = (decor, array.iter_mut().last()) {
+        // The first entry of `["a"]` has no space before it; the second one
+        // gets the one `["a", "b"]` has.
+        let bare = decor
+            .prefix()
+            .and_then(|p| p.as_str())
+            .is_none_or(str::is_empty);
+        if only_one && bare {
+            decor.set_prefix(" ");
+        }
         *new.decor_mut() = decor;
     }
 }

@@ -31,7 +31,7 @@ mod report;
 mod version;
 
 pub use check::{unrelated_changes, verify, verify_effective};
-pub use edit::{add_import, drop_in, import_covers, merge, validation_copy, Edit};
+pub use edit::{add_import, drop_in, import_covers, merge, validation_copy, Edit, RelativeImports};
 pub use error::Error;
 pub use render::{builtin_template, render, TemplateVars, MODULE_VARIABLES};
 pub use report::{report_dump, report_files, ConfigFiles, Report, RuntimeReport};
