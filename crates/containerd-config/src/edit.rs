@@ -49,7 +49,7 @@ pub fn merge(
     ensure_version(&mut doc, version, origin)?;
     enable_cri(&mut doc, version, origin, &mut notes)?;
     configure_runtimes(&mut doc, wanted, version, &layout, origin)?;
-    finish(doc, origin, notes)
+    finish(doc, Some(text), origin, notes)
 }
 
 /// The text of a drop-in file that the main config `main_origin` imports:
@@ -100,7 +100,7 @@ pub fn drop_in(
     }
     let layout = Layout::of(&doc);
     configure_runtimes(&mut doc, wanted, version, &layout, main_origin)?;
-    Ok(finish(doc, "the drop-in", Vec::new())?.text)
+    Ok(finish(doc, None, "the drop-in", Vec::new())?.text)
 }
 
 /// Where a containerd resolves a relative `imports` glob (an entry with a
@@ -173,7 +173,7 @@ pub fn add_import(
             }
         }
     }
-    finish(doc, origin, notes)
+    finish(doc, Some(text), origin, notes)
 }
 
 /// Whether an `imports` entry of a config in `main_dir` loads `path`:
@@ -246,8 +246,16 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<DocumentMut, Error> {
 
 /// The document as text, re-parsed once: an edit must never produce
 /// something containerd cannot read.
-fn finish(doc: DocumentMut, origin: &str, notes: Vec<String>) -> Result<Edit, Error> {
-    let text = doc.to_string();
+fn finish(
+    doc: DocumentMut,
+    original: Option<&str>,
+    origin: &str,
+    notes: Vec<String>,
+) -> Result<Edit, Error> {
+    let mut text = doc.to_string();
+    if let Some(original) = original {
+        text = keep_headers(original, &text);
+    }
     parse(&text, origin).map_err(|e| {
         Error::shape(
             origin,
@@ -255,6 +263,65 @@ fn finish(doc: DocumentMut, origin: &str, notes: Vec<String>) -> Result<Edit, Er
         )
     })?;
     Ok(Edit { text, notes })
+}
+
+/// `text` with every `[table]` header line that the original has (the same
+/// key path) given back exactly as the original wrote it. toml_edit prints a
+/// header's keys as the parent table stores them, so with one key quoted two
+/// ways in two headers (`'io.containerd.cri.v1.images'`, then
+/// `"io.containerd.cri.v1.images"`) the second came back re-quoted: a line
+/// merge had no reason to touch.
+fn keep_headers(original: &str, text: &str) -> String {
+    let mut by_path: HashMap<Vec<String>, &str> = HashMap::new();
+    for line in original.lines() {
+        if let Some(path) = header_path(line) {
+            by_path.entry(path).or_insert(line);
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        match header_path(body).and_then(|p| by_path.get(&p)) {
+            Some(orig) => {
+                out.push_str(orig);
+                out.push_str(newline);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The key path of a `[a.'b'."c"]` header line (not `[[...]]`), parsed by
+/// toml_edit itself; `None` for any other line.
+fn header_path(line: &str) -> Option<Vec<String>> {
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with('[') || trimmed.starts_with("[[") {
+        return None;
+    }
+    let doc: DocumentMut = line.trim().parse().ok()?;
+    let mut path = Vec::new();
+    let mut table: &Table = doc.as_table();
+    loop {
+        let mut keys = table.iter();
+        let (key, item) = keys.next()?;
+        if keys.next().is_some() {
+            return None;
+        }
+        path.push(key.to_string());
+        match item.as_table() {
+            Some(t) if t.is_implicit() || t.is_empty() => {
+                if t.is_empty() && !t.is_implicit() {
+                    return Some(path);
+                }
+                table = t;
+            }
+            _ => return None,
+        }
+    }
 }
 
 fn parent_dir(path: &str) -> &Path {
@@ -363,6 +430,11 @@ fn configure_runtimes(
     layout: &Layout,
     origin: &str,
 ) -> Result<(), Error> {
+    let inherited = if wanted.nvidia_runtime {
+        inherited_from_runc(doc, version, &wanted.runtime_name)
+    } else {
+        Inherited::default()
+    };
     let mut at = Cursor {
         item: doc.as_item_mut(),
         indent: None,
@@ -370,6 +442,9 @@ fn configure_runtimes(
     };
     for key in ["plugins", version.cri_runtime_plugin()] {
         at = at.child(key, false, layout, origin)?;
+    }
+    if let Some(cdi) = wanted.enable_cdi {
+        at.set("enable_cdi", Value::from(cdi), layout, origin)?;
     }
     let mut containerd = at.child("containerd", true, layout, origin)?;
     containerd.set(
@@ -389,7 +464,18 @@ fn configure_runtimes(
             layout,
             origin,
         )?;
+        let inherits = runtime.binary.is_some();
+        if inherits {
+            for (key, value) in &inherited.entry {
+                entry.set(key, value.clone(), layout, origin)?;
+            }
+        }
         let mut options = entry.child("options", true, layout, origin)?;
+        if inherits {
+            for (key, value) in &inherited.options {
+                options.set(key, value.clone(), layout, origin)?;
+            }
+        }
         if let Some(binary) = runtime.binary {
             options.set("BinaryName", Value::from(binary), layout, origin)?;
         }
@@ -401,6 +487,61 @@ fn configure_runtimes(
         )?;
     }
     Ok(())
+}
+
+/// What a new NVIDIA runtime entry takes over from the runc entry: every
+/// value of it and of its `options`, but what this module sets itself
+/// (`runtime_type`, `BinaryName`, `SystemdCgroup`). Like `nvidia-ctk`, which
+/// copies the runc entry whole: the NVIDIA runtime is runc under the same
+/// shim, so a node's `privileged_without_host_devices`, `base_runtime_spec`,
+/// annotations, `Root`, `snapshotter`... must hold for it too, or GPU pods
+/// would run differently from the others. Only when the entry is new (an
+/// existing NVIDIA entry is the user's to edit) and only from a runc-shim
+/// entry (a crun or kata entry's options belong to another shim).
+#[derive(Default)]
+struct Inherited {
+    entry: Vec<(String, Value)>,
+    options: Vec<(String, Value)>,
+}
+
+fn inherited_from_runc(doc: &DocumentMut, version: ConfigVersion, name: &str) -> Inherited {
+    let runtimes = doc
+        .get("plugins")
+        .and_then(|p| p.get(version.cri_runtime_plugin()))
+        .and_then(|p| p.get("containerd"))
+        .and_then(|c| c.get("runtimes"));
+    let Some(runtimes) = runtimes else {
+        return Inherited::default();
+    };
+    if runtimes.get(name).is_some() {
+        return Inherited::default();
+    }
+    let Some(runc) = runtimes.get(crate::RUNC).and_then(Item::as_table_like) else {
+        return Inherited::default();
+    };
+    let shim = runc.get("runtime_type").and_then(Item::as_str);
+    if shim.is_some_and(|s| s != RUNC_RUNTIME_TYPE) {
+        return Inherited::default();
+    }
+    let values = |table: &dyn TableLike, skip: &[&str]| -> Vec<(String, Value)> {
+        table
+            .iter()
+            .filter(|(k, _)| !skip.contains(k))
+            .filter_map(|(k, item)| {
+                let mut value = item.as_value()?.clone();
+                value.decor_mut().clear();
+                Some((k.to_string(), value))
+            })
+            .collect()
+    };
+    Inherited {
+        entry: values(runc, &["runtime_type"]),
+        options: runc
+            .get("options")
+            .and_then(Item::as_table_like)
+            .map(|o| values(o, &["BinaryName", "SystemdCgroup"]))
+            .unwrap_or_default(),
+    }
 }
 
 /// The document's indentation step: what a table's keys are indented by

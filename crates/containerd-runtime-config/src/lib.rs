@@ -42,6 +42,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::str("runtime_name").default_str("nvidia"),
         Arg::path("runtime_path").default_str("/usr/bin/nvidia-container-runtime"),
         Arg::bool("systemd_cgroup").default_bool(true),
+        Arg::bool("enable_cdi"),
         Arg::str("config_version")
             .default_str("auto")
             .choices(&["auto", "2", "3"]),
@@ -101,6 +102,8 @@ pub struct Options {
     pub runtime_path: String,
     /// `SystemdCgroup` on every runtime configured.
     pub systemd_cgroup: bool,
+    /// The CRI plugin's `enable_cdi`; `None` leaves it as it is.
+    pub enable_cdi: Option<bool>,
     pub config_version: VersionChoice,
     /// Template mode: the template's text; `None` for the built-in one.
     pub template: Option<String>,
@@ -134,7 +137,7 @@ impl Planned {
 
 /// Configures containerd's runtimes as the options ask, or (`state:
 /// inspect`) reports them.
-pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
     if opts.state == State::Inspect {
         return inspect(module, &opts);
     }
@@ -143,15 +146,27 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
             "missing required arguments: nvidia_runtime (required with state: configure)",
         ));
     };
-    let wanted = Wanted {
+    let mut wanted = Wanted {
         nvidia_runtime,
         set_as_default: opts.set_as_default,
         runtime_name: opts.runtime_name.clone(),
         runtime_path: opts.runtime_path.clone(),
         systemd_cgroup: opts.systemd_cgroup,
+        keep_default: None,
+        enable_cdi: opts.enable_cdi,
     };
     wanted.check().map_err(|e| Failure::new(e.to_string()))?;
     check_paths(&opts)?;
+    opts.path = follow_links("path", &opts.path)?;
+    if opts.mode == Mode::DropIn {
+        opts.drop_in_path = follow_links("drop_in_path", &opts.drop_in_path)?;
+        if opts.drop_in_path == opts.path {
+            return Err(Failure::new(format!(
+                "drop_in_path and path are the same file, {}; nothing written",
+                opts.path.display()
+            )));
+        }
+    }
     if opts.mode != Mode::Template {
         if opts.template.is_some() {
             module.warn("template is used only with mode: template; it is ignored");
@@ -198,7 +213,11 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         || matches!(declared, Some(Declared::Version(n)) if ConfigVersion::from_number(n).is_some());
     // drop_in also needs it to know where a relative `imports` entry points.
     let mut containerd_version = match &containerd {
-        Some(bin) if !version_known || opts.mode == Mode::DropIn => containerd_release(module, bin),
+        Some(bin)
+            if !version_known || opts.mode == Mode::DropIn || opts.enable_cdi == Some(true) =>
+        {
+            containerd_release(module, bin)
+        }
         _ => None,
     };
     let chosen = config::choose_version(
@@ -213,6 +232,19 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         module.warn(note);
     }
 
+    if let (Some(true), Some(cv)) = (opts.enable_cdi, &containerd_version) {
+        if (cv.major, cv.minor) < (1, 7) {
+            return Err(Failure::new(format!(
+                "enable_cdi: containerd {} has no CDI support (it came in 1.7); nothing written",
+                cv.text
+            )));
+        }
+    }
+    // merge and drop_in leave a default runtime of the user's (crun, kata)
+    // alone unless the NVIDIA runtime is to be the default.
+    if opts.mode != Mode::Template {
+        wanted.keep_default = main_text.and_then(|t| config::configured_default(t, version));
+    }
     let mut notes = Vec::new();
     let main_dir = opts.path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let plan = plan(
@@ -411,26 +443,86 @@ fn containerd_release(module: &mut Module, bin: &Path) -> Option<config::Contain
 }
 
 fn check_paths(opts: &Options) -> Result<(), Failure> {
-    if !opts.path.is_absolute() {
+    let mut named = vec![("path", &opts.path)];
+    if opts.mode == Mode::DropIn {
+        named.push(("drop_in_path", &opts.drop_in_path));
+    }
+    for (name, path) in named {
+        if !path.is_absolute() {
+            return Err(Failure::new(format!(
+                "{name} must be absolute, got {}",
+                path.display()
+            )));
+        }
+        if path.to_string_lossy().chars().any(char::is_control) {
+            return Err(Failure::new(format!(
+                "{name} {:?} holds a control character (NUL, newline...); nothing written",
+                path.to_string_lossy()
+            )));
+        }
+        if path.file_name().is_none() || lexical(path).parent().is_none() {
+            return Err(Failure::new(format!(
+                "{name} {} names no file",
+                path.display()
+            )));
+        }
+    }
+    if opts.mode == Mode::DropIn && lexical(&opts.drop_in_path) == lexical(&opts.path) {
         return Err(Failure::new(format!(
-            "path must be absolute, got {}",
+            "drop_in_path {} is the main config's path {}; nothing written",
+            opts.drop_in_path.display(),
             opts.path.display()
         )));
     }
-    if opts.mode == Mode::DropIn {
-        if !opts.drop_in_path.is_absolute() {
-            return Err(Failure::new(format!(
-                "drop_in_path must be absolute, got {}",
-                opts.drop_in_path.display()
-            )));
-        }
-        if opts.drop_in_path == opts.path {
-            return Err(Failure::new(
-                "drop_in_path must not be the main config's path",
-            ));
+    Ok(())
+}
+
+/// An absolute path with `.` and `..` resolved as text (`/etc/x/../c` is
+/// `/etc/c`), to compare two paths the options give.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            _ => {}
         }
     }
-    Ok(())
+    out
+}
+
+/// Where a write to `path` goes: a symlink is followed to the file it names
+/// (as Ansible's `follow: true`; the link stays a link and its target gets
+/// the new content, which is what a node that links config.toml to a
+/// managed copy means). Up to 40 links, as the kernel allows; a link loop
+/// or a link to something other than a file is an error.
+fn follow_links(name: &str, path: &Path) -> Result<PathBuf, Failure> {
+    let mut at = lexical(path);
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&at).map_err(|e| {
+                    Failure::new(format!("cannot read the symlink {}: {e}", at.display()))
+                })?;
+                let parent = at.parent().unwrap_or(Path::new("/")).to_path_buf();
+                at = lexical(&parent.join(target));
+            }
+            Ok(meta) if !meta.is_file() => {
+                return Err(Failure::new(format!(
+                    "{name} {} is not a regular file; nothing written",
+                    at.display()
+                )))
+            }
+            _ => return Ok(at),
+        }
+    }
+    Err(Failure::new(format!(
+        "{name} {}: too many levels of symbolic links; nothing written",
+        path.display()
+    )))
 }
 
 /// The NVIDIA runtime must exist before containerd is told to use it: a
