@@ -138,3 +138,52 @@ def test_version_2_configs_on_containerd_2(sb, site, user, mode):
     assert write["config_version"] == 2 and write["validated"], write
     assert tomllib.loads(node.path(CONFIG).read_text())["version"] == 2
     assert_nvidia_default(sb, "worker3")
+
+
+VERIFY = "playbooks/verify.yml"
+DAEMON_FOREVER = r"""
+mkdir -p /tmp/cd-running
+cd /
+setsid containerd --config {config} --root /tmp/cd-running/root --state /tmp/cd-running/state \
+  --address /tmp/cd-running/c.sock >/tmp/cd-running/log 2>&1 </dev/null &
+echo $! >/tmp/cd-running/pid
+i=0
+while [ ! -S /tmp/cd-running/c.sock ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+ctr --address /tmp/cd-running/c.sock version >/dev/null && echo started
+"""
+
+
+def containerd_verdict(run, host) -> str:
+    [line] = [r for r in run.results if r["host"] == host and r["task"].endswith("Show this node's results")]
+    return next(m for m in line["result"]["msg"] if "containerd:" in m)
+
+
+def test_verify_catches_a_containerd_running_an_older_configuration(sb, site, user):
+    """The daemon reads its configuration only when it starts: one started
+    before the last change runs the older one ("I configured it but pods
+    still use runc"). verify.yml compares each running containerd's start
+    with the newest change of the file and its imports."""
+    hosts = ["worker1", "worker3"]  # 1.6 and 2.1
+    user.playbook(site, "--tags", "container", "-l", ",".join(hosts)).expect_ok()
+    for host in hosts:
+        assert sb.node(host).sh(DAEMON_FOREVER.format(config=CONFIG)).stdout.strip() == "started"
+    fine = user.playbook(VERIFY, "-l", ",".join(hosts))
+    for host in hosts:
+        assert containerd_verdict(fine, host).startswith("PASS  containerd: default runtime nvidia"), host
+    # The configuration changes (drop_in mode now); nobody restarts containerd.
+    user.playbook(site, "--tags", "container", "-l", ",".join(hosts), "-e", "containerd_config_mode=drop_in").expect_ok()
+    stale = user.playbook(VERIFY, "-l", ",".join(hosts))
+    for host in hosts:
+        verdict = containerd_verdict(stale, host)
+        assert verdict.startswith("FAIL  containerd: containerd (pid "), verdict
+        assert "last changed, so it runs an older configuration than the file: restart containerd" in verdict
+    assert stale.rc != 0
+    # Restarted, it passes again.
+    for host in hosts:
+        node = sb.node(host)
+        # Only the daemon this test started (the pid namespace is the host's).
+        node.sh("kill $(cat /tmp/cd-running/pid); while kill -0 $(cat /tmp/cd-running/pid) 2>/dev/null; do sleep 0.05; done; rm -rf /tmp/cd-running")
+        assert node.sh(DAEMON_FOREVER.format(config=CONFIG)).stdout.strip() == "started"
+    again = user.playbook(VERIFY, "-l", ",".join(hosts))
+    for host in hosts:
+        assert containerd_verdict(again, host).startswith("PASS  containerd"), host

@@ -877,7 +877,10 @@ fn unknown_options_and_bad_runtime_names_are_refused() {
     );
     let msg = node.fails(json!({"mode": "drop_in", "drop_in_path": node.config()}));
     assert!(msg.starts_with("drop_in_path "), "{msg}");
-    assert!(msg.ends_with("is the main config's path ") || msg.contains("is the main config's path"), "{msg}");
+    assert!(
+        msg.ends_with("is the main config's path ") || msg.contains("is the main config's path"),
+        "{msg}"
+    );
 }
 
 /// `state: inspect` on `node`: the task's result, after checking that it
