@@ -30,10 +30,9 @@ fn comment() -> impl Strategy<Value = String> {
     .prop_map(str::to_string)
 }
 
-fn quote(v2: bool, literal: bool, key: &str) -> String {
-    if literal && !v2 {
-        format!("'{key}'")
-    } else if literal {
+/// A header key in either quote style (both are valid in both versions).
+fn quote(literal: bool, key: &str) -> String {
+    if literal {
         format!("'{key}'")
     } else {
         format!("\"{key}\"")
@@ -77,15 +76,15 @@ fn table(v2: bool) -> impl Strategy<Value = Piece> {
             let header = match which {
                 0 => format!(
                     "[plugins.{}.registry.mirrors.\"docker.io{sub}\"]",
-                    quote(v2, literal, cri)
+                    quote(literal, cri)
                 ),
                 1 => format!(
                     "[plugins.{}]",
-                    quote(v2, literal, "io.containerd.internal.v1.opt")
+                    quote(literal, "io.containerd.internal.v1.opt")
                 ),
                 _ => format!(
                     "[proxy_plugins.{}]",
-                    quote(v2, literal, &format!("snap{sub}"))
+                    quote(literal, &format!("snap{sub}"))
                 ),
             };
             let mut text = String::new();
@@ -120,7 +119,7 @@ fn runtimes(v2: bool) -> impl Strategy<Value = Piece> {
     };
     (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
         move |(literal, indent, with_runc, runc_options, kata)| {
-            let p = quote(v2, literal, plugin);
+            let p = quote(literal, plugin);
             let i = if indent { "  " } else { "" };
             let mut text = format!("[plugins.{p}.containerd]\n{i}snapshotter = \"overlayfs\"\n{i}default_runtime_name = \"runc\" # set by the packager\n");
             if with_runc {
