@@ -297,6 +297,22 @@ pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
         _ => None,
     };
 
+    if !check_mode {
+        // Temporaries of runs that were killed (SIGKILL, a dropped SSH
+        // session), on every real run, changed or not.
+        let mut removed = files::clean_stale(&main_dir, &stale_names(&opts));
+        if opts.mode == Mode::DropIn {
+            if let Some(conf_d) = opts.drop_in_path.parent() {
+                removed.extend(files::clean_stale(conf_d, &stale_names(&opts)));
+            }
+        }
+        if !removed.is_empty() {
+            notes.push(format!(
+                "removed {} temporary file(s) that killed runs left behind",
+                removed.len()
+            ));
+        }
+    }
     let mut outcome = Outcome::new(changed);
     let mut backups: Vec<Option<PathBuf>> = vec![None; plan.len()];
     let relative = RelativeImports::of(containerd_version.as_ref(), &main_dir);
@@ -305,21 +321,6 @@ pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
             check_with_containerd(bin, &opts, &wanted, &plan, relative)?;
         }
         if !check_mode {
-            let removed = files::clean_stale(&main_dir, &stale_names(&opts));
-            if let Some(conf_d) = opts
-                .drop_in_path
-                .parent()
-                .filter(|_| opts.mode == Mode::DropIn)
-            {
-                let _ = files::clean_stale(conf_d, &stale_names(&opts));
-            }
-            if !removed.is_empty() {
-                notes.push(format!(
-                    "removed {} temporary file(s) that killed runs left in {}",
-                    removed.len(),
-                    main_dir.display()
-                ));
-            }
             backups = commit(&opts, &plan, &main_dir)?;
         }
         for file in plan.iter().filter(|f| f.changed()) {
