@@ -11,7 +11,7 @@ VENV      := .venv
 PYTHON    := $(VENV)/bin/python
 ANSIBLE_CORE_VERSION := 2.19.14
 
-.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system
+.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system deps-containerd
 all: build
 
 ## build: static musl binaries of every module, per architecture, into dist/<arch>/
@@ -62,20 +62,27 @@ lint: deps-python
 	$(VENV)/bin/yamllint --strict .
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint --nocolor
 
-deps: deps-system deps-python
+deps: deps-system deps-python deps-containerd
 
 # Debian packages the tests drive for real: sshd for the sandbox nodes (ssh,
-# ssh-keygen to reach them),
-# containerd to validate configs, qemu to run the aarch64 modules, file.
+# ssh-keygen to reach them), qemu to run the aarch64 modules, file.
+# containerd is not installed system-wide: the tests run real releases from
+# deps-containerd.
 deps-system:
 	@missing=""; \
-	for pair in sshd:openssh-server ssh-keygen:openssh-client containerd:containerd qemu-aarch64-static:qemu-user-static file:file; do \
+	for pair in sshd:openssh-server ssh-keygen:openssh-client qemu-aarch64-static:qemu-user-static file:file; do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# Real containerd releases (1.6.20 bookworm, 1.7.24 trixie, 2.1.9 unstable) and
+# runc 1.1.5 from Debian's archive, downloaded with a private apt state into
+# .cache/containerd/ (the system's apt is not touched): tests/containerd_releases.py.
+deps-containerd:
+	python3 tests/containerd_releases.py fetch
 
 # ansible-core (pinned) and pytest in a project-local virtualenv.
 deps-python: $(VENV)/.installed

@@ -68,8 +68,11 @@ START_TIMEOUT = 30.0
 DEFAULT_CONTAINERD = os.environ.get("GPU_SANDBOX_CONTAINERD", "1.6")
 if DEFAULT_CONTAINERD == "none":
     DEFAULT_CONTAINERD = None
-# What a release puts on a node: its binaries, bind-mounted read-only.
+# What a release puts on a node: its bin folder, bind-mounted read-only here,
+# and these links to it in /usr/bin (links, so a test can replace one).
 CONTAINERD_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
+RELEASE_MOUNT = "/usr/libexec/gpu-sandbox/containerd"
+RUNC_MOUNT = "/usr/libexec/gpu-sandbox/runc"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +95,9 @@ class Profile:
     # Written to its upper directory before it starts (mode 0644 unless given).
     files: tuple = ()
     # The real containerd release the node runs ("1.6", "1.7", "2.1", see
-    # tests/containerd_releases.py): its binaries are bind-mounted read-only
-    # into the node's /usr/bin (runc 1.1.5 into /usr/sbin), and its own
+    # tests/containerd_releases.py): its bin folder is bind-mounted read-only
+    # at /usr/libexec/gpu-sandbox/containerd and linked from the node's
+    # /usr/bin (runc 1.1.5 from /usr/sbin/runc), and its own
     # `containerd config default` is the node's /etc/containerd/config.toml,
     # as after installing a package. None: the node has whatever this
     # machine has. Chosen per node with `PROFILE@RELEASE` (`h200@2.1`).
@@ -481,8 +485,13 @@ class Sandbox:
         if node.profile.containerd:
             files = containerd_release_files(node.profile.containerd)
             for _src, dst in files["binds"]:
-                if not (upper / dst.lstrip("/")).exists():
-                    put(upper, dst.lstrip("/"), "", 0o755)  # the mount point
+                (upper / dst.lstrip("/")).mkdir(parents=True, exist_ok=True)  # the mount point
+            links = [(f"usr/bin/{b}", f"{RELEASE_MOUNT}/{b}") for b in CONTAINERD_BINARIES]
+            links.append(("usr/sbin/runc", f"{RUNC_MOUNT}/runc"))
+            for rel, target in links:
+                mkparents(upper, rel)
+                if not os.path.lexists(upper / rel):
+                    os.symlink(target, upper / rel)
             if not (upper / "etc/containerd/config.toml").exists():
                 put(upper, "etc/containerd/config.toml", files["config"], 0o644)
         for node_path, text, *mode in node.profile.files:
@@ -571,8 +580,7 @@ def containerd_release_files(release: str) -> dict:
             runc = containerd_releases.runc_bin()
         except containerd_releases.ReleaseError as e:
             raise SandboxError(f"containerd {release}: {e}") from None
-        binds = [(str(bindir / b), f"/usr/bin/{b}") for b in CONTAINERD_BINARIES]
-        binds.append((str(runc), "/usr/sbin/runc"))
+        binds = [(str(bindir), RELEASE_MOUNT), (str(runc.parent), RUNC_MOUNT)]
         out = subprocess.run([str(bindir / "containerd"), "config", "default"], cwd="/",
                              capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
