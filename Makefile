@@ -15,7 +15,7 @@ ANSIBLE_CORE_RELEASES := $(shell grep -E '^[0-9]' tests/ansible-core-releases.tx
 # The Python those venvs run on: one that every release above supports.
 VENVS_PYTHON ?= python3
 
-.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system venvs
+.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system venvs deps-containerd
 all: build
 
 ## build: static musl binaries of every module, per architecture, into dist/<arch>/
@@ -66,11 +66,12 @@ lint: deps-python
 	$(VENV)/bin/yamllint --strict .
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint --nocolor
 
-deps: deps-system deps-python
+deps: deps-system deps-python deps-containerd
 
 # Debian packages the tests drive for real: sshd for the sandbox nodes (ssh,
-# ssh-keygen to reach them),
-# containerd to validate configs, qemu to run the aarch64 modules, file.
+# ssh-keygen to reach them), qemu to run the aarch64 modules, file.
+# containerd is not installed system-wide: the tests run real releases from
+# deps-containerd.
 # Sandbox nodes run this machine's userland: what the roles install on a
 # Debian node (install_os_package) and what Ansible's apt module needs must be
 # here too, or a node would try to install them and each test's result would
@@ -78,7 +79,7 @@ deps: deps-system deps-python
 NODE_PACKAGES := python3 python3-apt ca-certificates curl gnupg
 deps-system:
 	@missing=""; \
-	for pair in sshd:openssh-server ssh-keygen:openssh-client containerd:containerd qemu-aarch64-static:qemu-user-static file:file; do \
+	for pair in sshd:openssh-server ssh-keygen:openssh-client qemu-aarch64-static:qemu-user-static file:file; do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	for p in $(NODE_PACKAGES); do \
@@ -88,6 +89,12 @@ deps-system:
 	  echo "deps: apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# Real containerd releases (1.6.20 bookworm, 1.7.24 trixie, 2.1.9 unstable) and
+# runc 1.1.5 from Debian's archive, downloaded with a private apt state into
+# .cache/containerd/ (the system's apt is not touched): tests/containerd_releases.py.
+deps-containerd:
+	python3 tests/containerd_releases.py fetch
 
 # ansible-core (pinned) and pytest in a project-local virtualenv.
 deps-python: $(VENV)/.installed

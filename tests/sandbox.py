@@ -44,6 +44,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import containerd_releases  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 SSHD = "/usr/sbin/sshd"
@@ -67,6 +70,16 @@ HIDDEN = ("etc/ansible", "etc/modprobe.d/blacklist-nouveau.conf")
 PCI_IDS = ("usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids", "usr/share/pci.ids")
 ROOT_DOTFILES = {".bashrc": "/usr/share/base-files/dot.bashrc", ".profile": "/usr/share/base-files/dot.profile"}
 START_TIMEOUT = 30.0
+# The containerd release of a node whose profile names none; GPU_SANDBOX_CONTAINERD
+# runs a whole suite on another one ("none": this machine's own, if any).
+DEFAULT_CONTAINERD = os.environ.get("GPU_SANDBOX_CONTAINERD", "1.6")
+if DEFAULT_CONTAINERD == "none":
+    DEFAULT_CONTAINERD = None
+# What a release puts on a node: its bin folder, bind-mounted read-only here,
+# and these links to it in /usr/bin (links, so a test can replace one).
+CONTAINERD_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
+RELEASE_MOUNT = "/usr/libexec/gpu-sandbox/containerd"
+RUNC_MOUNT = "/usr/libexec/gpu-sandbox/runc"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +103,14 @@ class Profile:
     # /etc/os-release, or (node path, text, mode) for a stand-in program.
     # Written to its upper directory before it starts (mode 0644 unless given).
     files: tuple = ()
+    # The real containerd release the node runs ("1.6", "1.7", "2.1", see
+    # tests/containerd_releases.py): its bin folder is bind-mounted read-only
+    # at /usr/libexec/gpu-sandbox/containerd and linked from the node's
+    # /usr/bin (runc 1.1.5 from /usr/sbin/runc), and its own
+    # `containerd config default` is the node's /etc/containerd/config.toml,
+    # as after installing a package. None: the node has whatever this
+    # machine has. Chosen per node with `PROFILE@RELEASE` (`h200@2.1`).
+    containerd: str | None = DEFAULT_CONTAINERD
 
     def variant(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
@@ -169,6 +190,10 @@ mount --bind "$S/hw/sys/bus/pci" "$S/root/sys/bus/pci"
 mount --bind "$S/hw/sys/module" "$S/root/sys/module"
 mount --bind "$S/hw/proc/driver" "$S/root/proc/driver"
 mount --bind "$S/hw/sys/firmware" "$S/root/sys/firmware"
+# The node's containerd release (read-only: a playbook cannot change the cache).
+printf '%s\n' "$BINDS" | while IFS='|' read -r src dst; do
+  [ -n "$src" ] && mount --bind -o ro "$src" "$S/root$dst"
+done
 mkdir -m 0755 "$S/root/run/sshd"
 exec chroot "$S/root" /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config
 """
@@ -209,6 +234,13 @@ class Node:
         content or link target), by node path; `exclude`: node path prefixes."""
         return tree_digest(self.upper, exclude)
 
+    def sh(self, script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Runs `sh -c script` on the node (its mount namespace and root, as
+        root), without SSH: for tests that look at the node as its admin would."""
+        return subprocess.run(["nsenter", "--target", str(self.pid), "--mount", "--root", "--wd=/",
+                               "/bin/sh", "-c", script], env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
     def to_json(self) -> dict:
         return {
             "name": self.name,
@@ -230,10 +262,7 @@ class Sandbox:
     """Nodes `worker1`..`workerN`, one per profile given, in that order."""
 
     def __init__(self, profiles, directory: str | os.PathLike | None = None, stop_at_exit: bool = True):
-        self.profiles = [PROFILES[p] if isinstance(p, str) else p for p in profiles]
-        unknown = [p for p in profiles if isinstance(p, str) and p not in PROFILES]
-        if unknown:
-            raise SandboxError(f"unknown profile(s) {', '.join(unknown)}; known: {', '.join(PROFILES)}")
+        self.profiles = [profile_of(p) if isinstance(p, str) else p for p in profiles]
         self._own_dir = directory is None
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="gpu-sandbox-"))
         self.dir = self.dir.resolve()
@@ -277,6 +306,8 @@ class Sandbox:
             raise SandboxError(f"a sandbox already runs in {self.dir}: `python3 {__file__} down --dir {self.dir}` first")
         if any(p.arch == "aarch64" for p in self.profiles):
             ensure_qemu_aarch64()
+        for release in {p.containerd for p in self.profiles if p.containerd}:
+            containerd_release_files(release)  # fetched once, before any node starts
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         if self.stop_at_exit:
@@ -467,6 +498,18 @@ class Sandbox:
                 if not (upper / "var/cache/apt" / name).exists():
                     os.link(apt_cache / name, upper / "var/cache/apt" / name)
             put(upper, "etc/apt/apt.conf.d/zzzz-gpu-sandbox-pkgcache", APT_CACHE_CONF, 0o644)
+        if node.profile.containerd:
+            files = containerd_release_files(node.profile.containerd)
+            for _src, dst in files["binds"]:
+                (upper / dst.lstrip("/")).mkdir(parents=True, exist_ok=True)  # the mount point
+            links = [(f"usr/bin/{b}", f"{RELEASE_MOUNT}/{b}") for b in CONTAINERD_BINARIES]
+            links.append(("usr/sbin/runc", f"{RUNC_MOUNT}/runc"))
+            for rel, target in links:
+                mkparents(upper, rel)
+                if not os.path.lexists(upper / rel):
+                    os.symlink(target, upper / rel)
+            if not (upper / "etc/containerd/config.toml").exists():
+                put(upper, "etc/containerd/config.toml", files["config"], 0o644)
         for node_path, text, *mode in node.profile.files:
             put(upper, node_path.lstrip("/"), text, mode[0] if mode else 0o644)
 
@@ -475,7 +518,8 @@ class Sandbox:
         try:
             return subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", NODE_SCRIPT],
-                env={"S": str(node.state), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                env={"S": str(node.state), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                     "BINDS": "\n".join(f"{src}|{dst}" for src, dst in node_binds(node))},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 # Own session: a Ctrl-C in the terminal is for the test run;
                 # the nodes are stopped by down(), by pid.
@@ -501,7 +545,9 @@ class Sandbox:
             "[workers]",
         ]
         for node in self.nodes:
-            lines.append(f"{node.name} ansible_host=127.0.0.1 ansible_port={node.port} sandbox_profile={node.profile.name}")
+            release = f" sandbox_containerd={node.profile.containerd}" if node.profile.containerd else ""
+            lines.append(f"{node.name} ansible_host=127.0.0.1 ansible_port={node.port} "
+                         f"sandbox_profile={node.profile.name}{release}")
         lines += [
             "",
             "[workers:vars]",
@@ -513,12 +559,56 @@ class Sandbox:
             "# roles need are installed already (the host's), NVIDIA's are stand-ins.",
             "os_packages_update_cache=false",
             "nvidia_container_toolkit_install=false",
+            "# containerd is a real release bind-mounted into the node (sandbox_containerd),",
+            "# not a package: the role only configures it.",
+            *(["containerd_install=false"] if all(n.profile.containerd for n in self.nodes) else []),
             "",
         ]
         return "\n".join(lines)
 
 
 # -- helpers -------------------------------------------------------------------
+
+
+def profile_of(spec: str) -> Profile:
+    """`h200` or `h200@2.1` (that profile with containerd 2.1; `@none`: no
+    release, this machine's containerd)."""
+    name, _, release = spec.partition("@")
+    if name not in PROFILES:
+        raise SandboxError(f"unknown profile {name}; known: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if release:
+        if release != "none" and release not in containerd_releases.RELEASES:
+            raise SandboxError(f"unknown containerd release {release} in {spec}; "
+                               f"known: {', '.join(containerd_releases.RELEASES)}, none")
+        profile = profile.variant(containerd=None if release == "none" else release)
+    return profile
+
+
+_RELEASE_FILES: dict = {}
+
+
+def containerd_release_files(release: str) -> dict:
+    """A release's bind mounts (host file, node path) and `config default`."""
+    if release not in _RELEASE_FILES:
+        try:
+            bindir = containerd_releases.release_bin(release)
+            runc = containerd_releases.runc_bin()
+        except containerd_releases.ReleaseError as e:
+            raise SandboxError(f"containerd {release}: {e}") from None
+        binds = [(str(bindir), RELEASE_MOUNT), (str(runc.parent), RUNC_MOUNT)]
+        out = subprocess.run([str(bindir / "containerd"), "config", "default"], cwd="/",
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise SandboxError(f"containerd {release} config default failed: {out.stderr}")
+        _RELEASE_FILES[release] = {"binds": binds, "config": out.stdout}
+    return _RELEASE_FILES[release]
+
+
+def node_binds(node: Node) -> list:
+    if not node.profile.containerd:
+        return []
+    return containerd_release_files(node.profile.containerd)["binds"]
 
 
 def require_root_and_tools():
@@ -764,7 +854,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start nodes, write DIR/inventory.ini and print it")
     up.add_argument("--profiles", default="cpu,h200,hgx-h100",
-                    help=f"comma-separated, one node each, in order (known: {', '.join(PROFILES)})")
+                    help=f"comma-separated, one node each, in order (known: {', '.join(PROFILES)}); "
+                         f"PROFILE@RELEASE picks the node's containerd ({', '.join(containerd_releases.RELEASES)}, "
+                         f"none; default {DEFAULT_CONTAINERD})")
     up.add_argument("--dir", required=True, help="where the inventory, keys, logs and state file go")
     down = sub.add_parser("down", help="stop the nodes that `up` started in DIR")
     down.add_argument("--dir", required=True)

@@ -2,7 +2,6 @@
 runtime as default and CPU nodes runc; the files it writes are accepted by the
 real containerd; check mode writes nothing; the role works alone; merge mode
 keeps what an operator wrote by hand."""
-import subprocess
 import tomllib
 
 import pytest
@@ -29,11 +28,10 @@ def user(sb, tmp_path):
 
 
 def effective_config(sb, host):
-    """The configuration as containerd itself reads it (containerd 1.6 from
-    Debian, `config dump`), parsed."""
-    path = sb.node(host).path(CONFIG)
-    out = subprocess.run(["containerd", "--config", str(path), "config", "dump"],
-                         capture_output=True, text=True, timeout=60)
+    """The configuration as the node's own containerd reads it (the sandbox's
+    release, 1.6 unless GPU_SANDBOX_CONTAINERD says otherwise: version 2 paths),
+    `config dump` in the node, parsed."""
+    out = sb.node(host).sh(f"cd / && containerd --config {CONFIG} config dump")
     assert out.returncode == 0, f"containerd rejects {host}'s config:\n{out.stderr}"
     return tomllib.loads(out.stdout)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
 

@@ -134,6 +134,8 @@ def write(node, path: str, text: str, mode: int = 0o644):
     """Writes a file on a running node, through its root filesystem."""
     target = node.path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():  # the sandbox's containerd release links (tests/sandbox.py)
+        target.unlink()
     target.write_text(text)
     os.chmod(target, mode)
 
@@ -151,13 +153,19 @@ def kept(node, *paths: str):
     saved = {}
     for path in paths:
         p = node.path(path)
+        if p.is_symlink():
+            saved[path] = ("link", os.readlink(p))
+            continue
         saved[path] = (p.read_bytes(), os.stat(p).st_mode & 0o7777) if p.exists() else None
     try:
         yield
     finally:
         for path, was in saved.items():
             p = node.path(path)
-            if was is None:
+            if was is not None and was[0] == "link":
+                p.unlink(missing_ok=True)
+                os.symlink(was[1], p)
+            elif was is None:
                 p.unlink(missing_ok=True)
             else:
                 p.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,19 @@ pub fn verify(
     done(origin, problems)
 }
 
+/// The `default_runtime_name` a config of `version` sets, if it is TOML and
+/// sets one.
+pub fn configured_default(text: &str, version: ConfigVersion) -> Option<String> {
+    let doc: DocumentMut = text.parse().ok()?;
+    lookup(
+        doc.as_item(),
+        &["plugins", version.cri_runtime_plugin(), "containerd"],
+    )?
+    .get("default_runtime_name")?
+    .as_str()
+    .map(str::to_string)
+}
+
 /// Checks `containerd config dump` output, containerd's effective
 /// configuration with every import merged, in whichever version that
 /// containerd prints (1.x prints 2, 2.x prints 3).
@@ -70,6 +83,7 @@ pub fn unrelated_changes(before: &str, after: &str, wanted: &Wanted) -> Result<V
         match p.as_slice() {
             ["imports", ..] => true,
             ["plugins", pl, "containerd", "default_runtime_name"] => *pl == plugin,
+            ["plugins", pl, "enable_cdi"] => *pl == plugin && wanted.enable_cdi.is_some(),
             ["plugins", pl, "containerd", "runtimes", name, rest @ ..] if *pl == plugin => {
                 (wanted.nvidia_runtime && *name == wanted.runtime_name)
                     || (*name == crate::RUNC
@@ -161,6 +175,16 @@ fn runtime_problems(
 ) {
     let plugin = version.cri_runtime_plugin();
     let base = format!("plugins.\"{plugin}\".containerd");
+    if let Some(cdi) = wanted.enable_cdi {
+        expect(
+            lookup(doc.as_item(), &["plugins", plugin]),
+            &format!("plugins.\"{plugin}\""),
+            "enable_cdi",
+            &cdi.to_string(),
+            |item| item.as_bool() == Some(cdi),
+            problems,
+        );
+    }
     let containerd = lookup(doc.as_item(), &["plugins", plugin, "containerd"]);
     expect(
         containerd,

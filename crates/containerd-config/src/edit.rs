@@ -49,7 +49,7 @@ pub fn merge(
     ensure_version(&mut doc, version, origin)?;
     enable_cri(&mut doc, version, origin, &mut notes)?;
     configure_runtimes(&mut doc, wanted, version, &layout, origin)?;
-    finish(doc, origin, notes)
+    finish(doc, Some(text), origin, notes)
 }
 
 /// The text of a drop-in file that the main config `main_origin` imports:
@@ -100,17 +100,42 @@ pub fn drop_in(
     }
     let layout = Layout::of(&doc);
     configure_runtimes(&mut doc, wanted, version, &layout, main_origin)?;
-    Ok(finish(doc, "the drop-in", Vec::new())?.text)
+    Ok(finish(doc, None, "the drop-in", Vec::new())?.text)
+}
+
+/// Where a containerd resolves a relative `imports` glob (an entry with a
+/// `*`) of the main config: 1.6 against its working directory (`/` under
+/// systemd; it hands the pattern to `filepath.Glob` as it is), 1.7 and 2.x
+/// against the config's folder. A relative entry without `*` is relative to
+/// the config's folder in every release. `Unknown` (no containerd to ask):
+/// a relative glob is taken to load nothing, so an absolute entry is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelativeImports<'a> {
+    Against(&'a Path),
+    Unknown,
+}
+
+impl<'a> RelativeImports<'a> {
+    /// The rule of a containerd release for a main config in `main_dir`.
+    pub fn of(containerd: Option<&crate::ContainerdVersion>, main_dir: &'a Path) -> Self {
+        match containerd {
+            Some(v) if (v.major, v.minor) < (1, 7) => RelativeImports::Against(Path::new("/")),
+            Some(_) => RelativeImports::Against(main_dir),
+            None => RelativeImports::Unknown,
+        }
+    }
 }
 
 /// The main config with `drop_in_path` in its `imports` (once: an entry that
-/// already names it, or a glob that matches it, is enough). Created with only
-/// the version and the import when `existing` is `None`.
+/// already loads it, as `relative` resolves it, or a glob that matches it,
+/// is enough). Created with only the version and the import when `existing`
+/// is `None`.
 pub fn add_import(
     existing: Option<&str>,
     origin: &str,
     drop_in_path: &str,
     version: ConfigVersion,
+    relative: RelativeImports<'_>,
 ) -> Result<Edit, Error> {
     let base;
     let text = match existing {
@@ -128,7 +153,6 @@ pub fn add_import(
     let mut notes = Vec::new();
     ensure_version(&mut doc, version, origin)?;
     enable_cri(&mut doc, version, origin, &mut notes)?;
-    let main_dir = parent_dir(origin);
     match doc.get_mut("imports") {
         None => {
             let mut imports = Array::new();
@@ -142,13 +166,14 @@ pub fn add_import(
             let covered = imports
                 .iter()
                 .filter_map(Value::as_str)
-                .any(|entry| import_covers(entry, drop_in_path, main_dir));
+                .filter_map(|entry| resolve(entry, origin, relative))
+                .any(|full| import_covers(&full, drop_in_path, Path::new("/")));
             if !covered {
                 push_like_last(imports, drop_in_path);
             }
         }
     }
-    finish(doc, origin, notes)
+    finish(doc, Some(text), origin, notes)
 }
 
 /// Whether an `imports` entry of a config in `main_dir` loads `path`:
@@ -160,22 +185,45 @@ pub fn import_covers(entry: &str, path: &str, main_dir: &Path) -> bool {
 }
 
 /// A copy of a main config for `containerd config dump` to check, away from
-/// its real path: relative imports made absolute (they resolve against the
-/// copy's directory otherwise), `drop` left out of the imports and `add`
-/// appended to them (the staged drop-in that will replace `drop`).
+/// its real path: relative imports made absolute as `relative` says the
+/// containerd resolves them, `drop` left out of the imports and `add`
+/// appended to them (the staged drop-in that will replace `drop`). Nothing
+/// else differs from the text that is committed: an `imports` that is not a
+/// list of paths is an error here, not an entry quietly left out.
 pub fn validation_copy(
     text: &str,
     origin: &str,
     drop: Option<&str>,
     add: Option<&str>,
+    relative: RelativeImports<'_>,
 ) -> Result<String, Error> {
     let mut doc = parse(text, origin)?;
-    let main_dir = parent_dir(origin);
+    let relative = match relative {
+        RelativeImports::Unknown => RelativeImports::Against(parent_dir(origin)),
+        known => known,
+    };
+    match doc.get("imports") {
+        None => {}
+        Some(item) => {
+            let imports = item
+                .as_array()
+                .ok_or_else(|| Error::shape(origin, "`imports` is not a list of paths"))?;
+            if let Some(bad) = imports.iter().find(|v| v.as_str().is_none()) {
+                return Err(Error::shape(
+                    origin,
+                    format!(
+                        "`imports` holds {}, which is not a path",
+                        bad.to_string().trim()
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(imports) = doc.get_mut("imports").and_then(Item::as_array_mut) {
         let entries: Vec<String> = imports
             .iter()
             .filter_map(Value::as_str)
-            .map(|entry| absolute(entry, main_dir))
+            .filter_map(|entry| resolve(entry, origin, relative))
             .filter(|entry| Some(entry.as_str()) != drop)
             .collect();
         imports.clear();
@@ -198,8 +246,16 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<DocumentMut, Error> {
 
 /// The document as text, re-parsed once: an edit must never produce
 /// something containerd cannot read.
-fn finish(doc: DocumentMut, origin: &str, notes: Vec<String>) -> Result<Edit, Error> {
-    let text = doc.to_string();
+fn finish(
+    doc: DocumentMut,
+    original: Option<&str>,
+    origin: &str,
+    notes: Vec<String>,
+) -> Result<Edit, Error> {
+    let mut text = doc.to_string();
+    if let Some(original) = original {
+        text = keep_headers(original, &text);
+    }
     parse(&text, origin).map_err(|e| {
         Error::shape(
             origin,
@@ -209,8 +265,82 @@ fn finish(doc: DocumentMut, origin: &str, notes: Vec<String>) -> Result<Edit, Er
     Ok(Edit { text, notes })
 }
 
+/// `text` with every `[table]` header line that the original has (the same
+/// key path) given back exactly as the original wrote it. toml_edit prints a
+/// header's keys as the parent table stores them, so with one key quoted two
+/// ways in two headers (`'io.containerd.cri.v1.images'`, then
+/// `"io.containerd.cri.v1.images"`) the second came back re-quoted: a line
+/// merge had no reason to touch.
+fn keep_headers(original: &str, text: &str) -> String {
+    let mut by_path: HashMap<Vec<String>, &str> = HashMap::new();
+    for line in original.lines() {
+        if let Some(path) = header_path(line) {
+            by_path.entry(path).or_insert(line);
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        match header_path(body).and_then(|p| by_path.get(&p)) {
+            Some(orig) => {
+                out.push_str(orig);
+                out.push_str(newline);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The key path of a `[a.'b'."c"]` header line (not `[[...]]`), parsed by
+/// toml_edit itself; `None` for any other line.
+fn header_path(line: &str) -> Option<Vec<String>> {
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with('[') || trimmed.starts_with("[[") {
+        return None;
+    }
+    let doc: DocumentMut = line.trim().parse().ok()?;
+    let mut path = Vec::new();
+    let mut table: &Table = doc.as_table();
+    loop {
+        let mut keys = table.iter();
+        let (key, item) = keys.next()?;
+        if keys.next().is_some() {
+            return None;
+        }
+        path.push(key.to_string());
+        match item.as_table() {
+            Some(t) if t.is_implicit() || t.is_empty() => {
+                if t.is_empty() && !t.is_implicit() {
+                    return Some(path);
+                }
+                table = t;
+            }
+            _ => return None,
+        }
+    }
+}
+
 fn parent_dir(path: &str) -> &Path {
     Path::new(path).parent().unwrap_or(Path::new("/"))
+}
+
+/// The absolute path or pattern an `imports` entry of `origin` loads, as
+/// `relative` says; `None` where that is not known.
+fn resolve(entry: &str, origin: &str, relative: RelativeImports<'_>) -> Option<String> {
+    if Path::new(entry).is_absolute() {
+        return Some(entry.to_string());
+    }
+    if !entry.contains('*') {
+        return Some(absolute(entry, parent_dir(origin)));
+    }
+    match relative {
+        RelativeImports::Against(dir) => Some(absolute(entry, dir)),
+        RelativeImports::Unknown => None,
+    }
 }
 
 fn absolute(entry: &str, dir: &Path) -> String {
@@ -300,6 +430,11 @@ fn configure_runtimes(
     layout: &Layout,
     origin: &str,
 ) -> Result<(), Error> {
+    let inherited = if wanted.nvidia_runtime {
+        inherited_from_runc(doc, version, &wanted.runtime_name)
+    } else {
+        Inherited::default()
+    };
     let mut at = Cursor {
         item: doc.as_item_mut(),
         indent: None,
@@ -307,6 +442,9 @@ fn configure_runtimes(
     };
     for key in ["plugins", version.cri_runtime_plugin()] {
         at = at.child(key, false, layout, origin)?;
+    }
+    if let Some(cdi) = wanted.enable_cdi {
+        at.set("enable_cdi", Value::from(cdi), layout, origin)?;
     }
     let mut containerd = at.child("containerd", true, layout, origin)?;
     containerd.set(
@@ -326,7 +464,18 @@ fn configure_runtimes(
             layout,
             origin,
         )?;
+        let inherits = runtime.binary.is_some();
+        if inherits {
+            for (key, value) in &inherited.entry {
+                entry.set(key, value.clone(), layout, origin)?;
+            }
+        }
         let mut options = entry.child("options", true, layout, origin)?;
+        if inherits {
+            for (key, value) in &inherited.options {
+                options.set(key, value.clone(), layout, origin)?;
+            }
+        }
         if let Some(binary) = runtime.binary {
             options.set("BinaryName", Value::from(binary), layout, origin)?;
         }
@@ -338,6 +487,61 @@ fn configure_runtimes(
         )?;
     }
     Ok(())
+}
+
+/// What a new NVIDIA runtime entry takes over from the runc entry: every
+/// value of it and of its `options`, but what this module sets itself
+/// (`runtime_type`, `BinaryName`, `SystemdCgroup`). Like `nvidia-ctk`, which
+/// copies the runc entry whole: the NVIDIA runtime is runc under the same
+/// shim, so a node's `privileged_without_host_devices`, `base_runtime_spec`,
+/// annotations, `Root`, `snapshotter`... must hold for it too, or GPU pods
+/// would run differently from the others. Only when the entry is new (an
+/// existing NVIDIA entry is the user's to edit) and only from a runc-shim
+/// entry (a crun or kata entry's options belong to another shim).
+#[derive(Default)]
+struct Inherited {
+    entry: Vec<(String, Value)>,
+    options: Vec<(String, Value)>,
+}
+
+fn inherited_from_runc(doc: &DocumentMut, version: ConfigVersion, name: &str) -> Inherited {
+    let runtimes = doc
+        .get("plugins")
+        .and_then(|p| p.get(version.cri_runtime_plugin()))
+        .and_then(|p| p.get("containerd"))
+        .and_then(|c| c.get("runtimes"));
+    let Some(runtimes) = runtimes else {
+        return Inherited::default();
+    };
+    if runtimes.get(name).is_some() {
+        return Inherited::default();
+    }
+    let Some(runc) = runtimes.get(crate::RUNC).and_then(Item::as_table_like) else {
+        return Inherited::default();
+    };
+    let shim = runc.get("runtime_type").and_then(Item::as_str);
+    if shim.is_some_and(|s| s != RUNC_RUNTIME_TYPE) {
+        return Inherited::default();
+    }
+    let values = |table: &dyn TableLike, skip: &[&str]| -> Vec<(String, Value)> {
+        table
+            .iter()
+            .filter(|(k, _)| !skip.contains(k))
+            .filter_map(|(k, item)| {
+                let mut value = item.as_value()?.clone();
+                value.decor_mut().clear();
+                Some((k.to_string(), value))
+            })
+            .collect()
+    };
+    Inherited {
+        entry: values(runc, &["runtime_type"]),
+        options: runc
+            .get("options")
+            .and_then(Item::as_table_like)
+            .map(|o| values(o, &["BinaryName", "SystemdCgroup"]))
+            .unwrap_or_default(),
+    }
 }
 
 /// The document's indentation step: what a table's keys are indented by
@@ -570,9 +774,19 @@ pub(crate) fn describe(item: &Item) -> &'static str {
 /// Appends to an array formatted like its last element, so a one-per-line
 /// list stays one per line.
 fn push_like_last(array: &mut Array, entry: &str) {
+    let only_one = array.len() == 1;
     let decor = array.iter().last().map(|v| v.decor().clone());
     array.push(entry);
-    if let (Some(decor), Some(new)) = (decor, array.iter_mut().last()) {
+    if let (Some(mut decor), Some(new)) = (decor, array.iter_mut().last()) {
+        // The first entry of `["a"]` has no space before it; the second one
+        // gets the one `["a", "b"]` has.
+        let bare = decor
+            .prefix()
+            .and_then(|p| p.as_str())
+            .is_none_or(str::is_empty);
+        if only_one && bare {
+            decor.set_prefix(" ");
+        }
         *new.decor_mut() = decor;
     }
 }

@@ -30,8 +30,8 @@ mod render;
 mod report;
 mod version;
 
-pub use check::{unrelated_changes, verify, verify_effective};
-pub use edit::{add_import, drop_in, import_covers, merge, validation_copy, Edit};
+pub use check::{configured_default, unrelated_changes, verify, verify_effective};
+pub use edit::{add_import, drop_in, import_covers, merge, validation_copy, Edit, RelativeImports};
 pub use error::Error;
 pub use render::{builtin_template, render, TemplateVars, MODULE_VARIABLES};
 pub use report::{report_dump, report_files, ConfigFiles, Report, RuntimeReport};
@@ -62,6 +62,13 @@ pub struct Wanted {
     /// `SystemdCgroup` on every runtime configured; it must match the
     /// kubelet's cgroup driver.
     pub systemd_cgroup: bool,
+    /// The default runtime to leave in place when the NVIDIA runtime is not
+    /// to be the default: a user's `crun` or `kata` (read from the existing
+    /// file by the caller; never the NVIDIA runtime's own name). `None`: runc.
+    pub keep_default: Option<String>,
+    /// The CRI plugin's `enable_cdi` (containerd 1.7 needs it for CDI
+    /// devices, 2.x has it on by default); `None` leaves it as it is.
+    pub enable_cdi: Option<bool>,
 }
 
 impl Wanted {
@@ -74,6 +81,8 @@ impl Wanted {
             runtime_name: "nvidia".into(),
             runtime_path: "/usr/bin/nvidia-container-runtime".into(),
             systemd_cgroup: true,
+            keep_default: None,
+            enable_cdi: None,
         }
     }
 
@@ -84,6 +93,16 @@ impl Wanted {
             ..Wanted::nvidia()
         }
     }
+}
+
+/// RFC 1123 label: what Kubernetes accepts as a RuntimeClass `handler`, so
+/// the only names a pod can select.
+fn is_dns_label(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&name.len())
+        && name.chars().all(|c| ok(c) || c == '-')
+        && name.starts_with(ok)
+        && name.ends_with(ok)
 }
 
 /// One runtime entry to configure.
@@ -101,12 +120,17 @@ impl Wanted {
         if !self.nvidia_runtime {
             return Ok(());
         }
-        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.runtime_name.is_empty() || !self.runtime_name.chars().all(plain) {
+        if !is_dns_label(&self.runtime_name) {
+            let shown: String = self.runtime_name.chars().take(80).collect();
             return Err(Error::Invalid(format!(
-                "runtime_name {:?} must be a non-empty name of letters, digits, '-' and '_' \
-                 (it is a TOML key and the RuntimeClass handler)",
-                self.runtime_name
+                "runtime_name {shown:?}{} must be a DNS label, as Kubernetes requires of a \
+                 RuntimeClass handler: 1 to 63 lowercase letters, digits and '-', starting and \
+                 ending with a letter or digit",
+                if shown.len() < self.runtime_name.len() {
+                    " (cut)"
+                } else {
+                    ""
+                }
             )));
         }
         if self.runtime_name == RUNC {
@@ -119,16 +143,26 @@ impl Wanted {
         if self.runtime_path.is_empty() {
             return Err(Error::Invalid("runtime_path must not be empty".into()));
         }
+        if self.runtime_path.chars().any(char::is_control) {
+            return Err(Error::Invalid(format!(
+                "runtime_path {:?} holds a control character (NUL, newline...): no program has \
+                 such a path",
+                self.runtime_path
+            )));
+        }
         Ok(())
     }
 
     /// `default_runtime_name`: the NVIDIA runtime when asked to be the
-    /// default, runc otherwise.
+    /// default, otherwise the user's own default (`keep_default`) or runc.
     pub fn default_runtime(&self) -> &str {
         if self.nvidia_runtime && self.set_as_default {
             &self.runtime_name
         } else {
-            RUNC
+            self.keep_default
+                .as_deref()
+                .filter(|d| !d.is_empty() && *d != self.runtime_name)
+                .unwrap_or(RUNC)
         }
     }
 

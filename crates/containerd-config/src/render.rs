@@ -75,6 +75,14 @@ pub fn render(
     context.insert("systemd_cgroup".into(), wanted.systemd_cgroup.into());
     context.insert("config_version".into(), version.number().into());
     context.insert("cri_plugin".into(), version.cri_runtime_plugin().into());
+    if let Some(cdi) = wanted.enable_cdi {
+        if vars.contains_key("enable_cdi") {
+            return Err(Error::Invalid(
+                "enable_cdi is both an option and in template_vars: set it once".into(),
+            ));
+        }
+        context.insert("enable_cdi".into(), cdi.into());
+    }
 
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);

@@ -5,9 +5,14 @@ mod common;
 
 use containerd_config::{
     add_import, drop_in, unrelated_changes, validation_copy, verify, verify_effective,
-    ConfigVersion, Wanted,
+    ConfigVersion, RelativeImports, Wanted,
 };
 use std::path::Path;
+
+/// 1.7 and 2.x: relative imports against the main config's folder.
+fn at_main() -> RelativeImports<'static> {
+    RelativeImports::Against(Path::new("/etc/containerd"))
+}
 
 const MAIN: &str = "/etc/containerd/config.toml";
 const DROP_IN: &str = "/etc/containerd/conf.d/99-nvidia.toml";
@@ -45,7 +50,14 @@ version = 3
 
 #[test]
 fn the_import_is_added_after_the_version_and_nothing_else_changes() {
-    let edit = add_import(Some(HAND_WRITTEN_V2), MAIN, DROP_IN, ConfigVersion::V2).unwrap();
+    let edit = add_import(
+        Some(HAND_WRITTEN_V2),
+        MAIN,
+        DROP_IN,
+        ConfigVersion::V2,
+        at_main(),
+    )
+    .unwrap();
     assert_eq!(
         edit.text,
         HAND_WRITTEN_V2.replace(
@@ -53,14 +65,21 @@ fn the_import_is_added_after_the_version_and_nothing_else_changes() {
             "version = 2\nimports = [\"/etc/containerd/conf.d/99-nvidia.toml\"]\n"
         )
     );
-    let again = add_import(Some(&edit.text), MAIN, DROP_IN, ConfigVersion::V2).unwrap();
+    let again = add_import(
+        Some(&edit.text),
+        MAIN,
+        DROP_IN,
+        ConfigVersion::V2,
+        at_main(),
+    )
+    .unwrap();
     assert_eq!(again.text, edit.text, "imported once");
 }
 
 #[test]
 fn an_existing_import_list_gets_one_more_entry_in_its_own_style() {
     let text = "version = 2\nimports = [\n  \"/etc/containerd/registry.toml\",\n]\n";
-    let edit = add_import(Some(text), MAIN, DROP_IN, ConfigVersion::V2).unwrap();
+    let edit = add_import(Some(text), MAIN, DROP_IN, ConfigVersion::V2, at_main()).unwrap();
     assert_eq!(
         edit.text,
         "version = 2\nimports = [\n  \"/etc/containerd/registry.toml\",\n  \"/etc/containerd/conf.d/99-nvidia.toml\",\n]\n"
@@ -73,14 +92,54 @@ fn a_glob_or_relative_import_that_loads_the_drop_in_is_enough() {
         "version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
         "version = 2\nimports = [\"conf.d/99-nvidia.toml\"]\n",
     ] {
-        let edit = add_import(Some(text), MAIN, DROP_IN, ConfigVersion::V2).unwrap();
+        let edit = add_import(Some(text), MAIN, DROP_IN, ConfigVersion::V2, at_main()).unwrap();
         assert_eq!(edit.text, text);
     }
 }
 
+/// containerd 1.6 resolves a relative entry against its working directory
+/// (`/`): `conf.d/*.toml` loads nothing there, so the absolute path is added;
+/// with no containerd to ask, only an absolute entry counts.
+#[test]
+fn a_relative_import_counts_only_where_that_containerd_resolves_it() {
+    let text = "version = 2\nimports = [\"conf.d/*.toml\"]\n";
+    let with_abs =
+        "version = 2\nimports = [\"conf.d/*.toml\", \"/etc/containerd/conf.d/99-nvidia.toml\"]\n";
+    for relative in [
+        RelativeImports::Against(Path::new("/")),
+        RelativeImports::Unknown,
+    ] {
+        let edit = add_import(Some(text), MAIN, DROP_IN, ConfigVersion::V2, relative).unwrap();
+        assert_eq!(edit.text, with_abs, "{relative:?}");
+    }
+    let copy = validation_copy(
+        text,
+        MAIN,
+        None,
+        None,
+        RelativeImports::Against(Path::new("/")),
+    )
+    .unwrap();
+    assert_eq!(copy, "version = 2\nimports = [\"/conf.d/*.toml\"]\n");
+}
+
+/// The copy containerd checks is the committed text: an `imports` entry that
+/// is not a path is refused, not left out of the copy (it was, and the
+/// module reported `validated: true` for a file containerd rejects).
+#[test]
+fn the_validation_copy_refuses_an_import_that_is_not_a_path() {
+    let err =
+        validation_copy("version = 2\nimports = [1]\n", MAIN, None, None, at_main()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`imports` holds 1, which is not a path"),
+        "{err}"
+    );
+}
+
 #[test]
 fn no_main_file_means_a_minimal_one_that_imports_the_drop_in() {
-    let edit = add_import(None, MAIN, DROP_IN, ConfigVersion::V2).unwrap();
+    let edit = add_import(None, MAIN, DROP_IN, ConfigVersion::V2, at_main()).unwrap();
     assert_eq!(
         edit.text,
         "# containerd configuration. Created by Ansible (containerd_runtime_config,\n\
@@ -99,13 +158,21 @@ fn the_validation_copy_imports_the_staged_drop_in_by_absolute_path() {
         MAIN,
         Some(DROP_IN),
         Some("/etc/containerd/conf.d/.99-nvidia.toml.42.tmp"),
+        at_main(),
     )
     .unwrap();
     assert_eq!(
         copy,
         "version = 2\nimports = [\"/etc/containerd/registry.toml\", \"/etc/containerd/conf.d/.99-nvidia.toml.42.tmp\"]\n"
     );
-    let none = validation_copy("version = 2\n", MAIN, Some(DROP_IN), Some("/tmp/x.toml")).unwrap();
+    let none = validation_copy(
+        "version = 2\n",
+        MAIN,
+        Some(DROP_IN),
+        Some("/tmp/x.toml"),
+        at_main(),
+    )
+    .unwrap();
     assert_eq!(none, "version = 2\nimports = [\"/tmp/x.toml\"]\n");
 }
 
@@ -123,9 +190,15 @@ fn dumps_without_and_with(
     let (main_s, drop_s) = (main.to_string_lossy(), drop_in_path.to_string_lossy());
     std::fs::write(&main, main_text).unwrap();
     let without = common::dump_file(&main);
-    let with_import = add_import(Some(main_text), &main_s, &drop_s, ConfigVersion::V2)
-        .unwrap()
-        .text;
+    let with_import = add_import(
+        Some(main_text),
+        &main_s,
+        &drop_s,
+        ConfigVersion::V2,
+        at_main(),
+    )
+    .unwrap()
+    .text;
     std::fs::write(&main, with_import).unwrap();
     std::fs::write(&drop_in_path, drop_in_text(&main_s)).unwrap();
     let with = common::dump_file(&main);

@@ -339,3 +339,26 @@ fn runtime_names_that_are_not_plain_keys_are_refused() {
         ));
     }
 }
+
+/// A table header is never rewritten: with the same key quoted two ways in
+/// two headers (2.x's `config default` writes `'...'`, people add `"..."`),
+/// merge gave the second header the first one's quotes.
+#[test]
+fn headers_keep_their_own_quotes() {
+    let text = "version = 3\n\
+                [plugins.'io.containerd.cri.v1.images'.pinned_images]\n\
+                sandbox = 'registry.k8s.io/pause:3.10'\n\
+                [plugins.\"io.containerd.cri.v1.images\".registry]\n\
+                config_path = \"/etc/containerd/certs.d\"\n\
+                [plugins.'io.containerd.cri.v1.runtime'.containerd]\n\
+                default_runtime_name = 'runc'\n";
+    let edit = merge(
+        Some(text),
+        "/etc/containerd/config.toml",
+        &Wanted::nvidia(),
+        ConfigVersion::V3,
+    )
+    .unwrap();
+    let (head, _) = split_at_line(text, "default_runtime_name");
+    assert!(edit.text.starts_with(head), "{}", edit.text);
+}

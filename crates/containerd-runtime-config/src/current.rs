@@ -21,6 +21,8 @@ pub struct Current {
     exists: bool,
     source: &'static str,
     report: Result<Report, String>,
+    /// Running containerd daemons that read this configuration.
+    daemons: Vec<Daemon>,
 }
 
 /// Reads the configuration `path` names, as containerd would see it.
@@ -38,6 +40,7 @@ pub fn inspect(
                 source: FROM_FILES,
                 report: Err(format!("cannot read {shown}: {e}")),
                 path: shown,
+                daemons: Vec::new(),
             }
         }
     };
@@ -57,12 +60,145 @@ pub fn inspect(
         ),
         (None, None) => (FROM_FILES, Ok(Report::builtin_defaults())),
     };
+    let daemons = match &report {
+        Ok(r) => daemons_of(path, &r.imports),
+        Err(_) => Vec::new(),
+    };
     Current {
         path: shown,
         exists,
         source,
         report,
+        daemons,
     }
+}
+
+/// A running containerd daemon that reads this configuration.
+#[derive(Debug)]
+pub struct Daemon {
+    pid: u32,
+    /// When it started, in seconds since the epoch.
+    started: u64,
+    /// The newest modification time of the config file and its imports.
+    config_changed: u64,
+    /// The file that changed last.
+    changed_file: String,
+}
+
+impl Daemon {
+    /// Started before its configuration last changed: it runs an older one.
+    fn stale(&self) -> bool {
+        self.started < self.config_changed
+    }
+}
+
+/// The containerd daemons running with `path` as their config (`--config`
+/// / `-c`, else containerd's default /etc/containerd/config.toml), each
+/// with its start time and the newest change of `path` and `imports` (the
+/// files as `config dump` lists them). containerd reads its configuration
+/// only when it starts, so a daemon that started before the last change runs
+/// an older configuration: the "I configured it but pods still use runc"
+/// case. A file touched without a change counts too (a restart clears it).
+fn daemons_of(path: &Path, imports: &[String]) -> Vec<Daemon> {
+    let Some((newest, changed_file)) = std::iter::once(path.to_path_buf())
+        .chain(imports.iter().map(std::path::PathBuf::from))
+        .filter_map(|f| {
+            let mtime = std::fs::metadata(&f).ok()?.modified().ok()?;
+            let secs = mtime.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+            Some((secs, f.display().to_string()))
+        })
+        .max()
+    else {
+        return Vec::new();
+    };
+    let wanted = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // A containerd in another mount namespace (a container's) reads another
+    // file of that name.
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            if comm.trim_end() != "containerd"
+                || std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() != own_ns
+            {
+                return None;
+            }
+            let config = daemon_config(pid)?;
+            let config = std::fs::canonicalize(&config).unwrap_or(config);
+            if config != wanted {
+                return None;
+            }
+            Some(Daemon {
+                pid,
+                started: process_start(pid)?,
+                config_changed: newest,
+                changed_file: changed_file.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The config a containerd process was started with, from its command line
+/// (relative to its working directory).
+fn daemon_config(pid: u32) -> Option<std::path::PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // `containerd config dump` and friends are not daemons.
+    if args
+        .iter()
+        .skip(1)
+        .any(|a| a == "config" || a == "--version" || a == "-v")
+    {
+        return None;
+    }
+    let mut config = None;
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        if arg == "--config" || arg == "-c" {
+            config = iter.next().cloned();
+        } else if let Some(v) = arg
+            .strip_prefix("--config=")
+            .or_else(|| arg.strip_prefix("-c="))
+        {
+            config = Some(v.to_string());
+        }
+    }
+    let config =
+        std::path::PathBuf::from(config.unwrap_or_else(|| "/etc/containerd/config.toml".into()));
+    if config.is_absolute() {
+        Some(config)
+    } else {
+        Some(
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .ok()?
+                .join(config),
+        )
+    }
+}
+
+/// A process's start, in seconds since the epoch: its start in clock ticks
+/// after boot (/proc/PID/stat, field 22) plus the boot time (/proc/stat).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces and parentheses.
+    let after = stat.rsplit_once(')')?.1;
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(boot + ticks / rustix::param::clock_ticks_per_second())
 }
 
 fn from_dump(bin: &Path, candidate: Candidate<'_>, main: &str) -> Result<Report, String> {
@@ -128,6 +264,20 @@ impl Current {
         out.insert("runtimes".into(), Value::Object(runtimes));
         out.insert("imports".into(), report.imports.into());
         out.insert("cri_disabled".into(), report.cri_disabled.into());
+        let daemons: Vec<Value> = self
+            .daemons
+            .iter()
+            .map(|d| {
+                json!({
+                    "pid": d.pid,
+                    "started": d.started,
+                    "config_changed": d.config_changed,
+                    "changed_file": d.changed_file,
+                    "stale": d.stale(),
+                })
+            })
+            .collect();
+        out.insert("daemons".into(), daemons.into());
         Value::Object(out)
     }
 

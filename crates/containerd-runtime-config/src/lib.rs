@@ -13,11 +13,12 @@
 //! (`current`, see [`current`]); `state: inspect` only reports it.
 
 mod current;
+mod files;
 mod node;
 
-use ansible_module::fs::{read_optional, StagedFile};
+use ansible_module::fs::read_optional;
 use ansible_module::{Arg, DefaultValue, Diff, Failure, Module, ModuleSpec, Outcome};
-use containerd_config::{self as config, ConfigVersion, Declared, Wanted};
+use containerd_config::{self as config, ConfigVersion, Declared, RelativeImports, Wanted};
 use node::Candidate;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -41,6 +42,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::str("runtime_name").default_str("nvidia"),
         Arg::path("runtime_path").default_str("/usr/bin/nvidia-container-runtime"),
         Arg::bool("systemd_cgroup").default_bool(true),
+        Arg::bool("enable_cdi"),
         Arg::str("config_version")
             .default_str("auto")
             .choices(&["auto", "2", "3"]),
@@ -100,6 +102,8 @@ pub struct Options {
     pub runtime_path: String,
     /// `SystemdCgroup` on every runtime configured.
     pub systemd_cgroup: bool,
+    /// The CRI plugin's `enable_cdi`; `None` leaves it as it is.
+    pub enable_cdi: Option<bool>,
     pub config_version: VersionChoice,
     /// Template mode: the template's text; `None` for the built-in one.
     pub template: Option<String>,
@@ -133,7 +137,7 @@ impl Planned {
 
 /// Configures containerd's runtimes as the options ask, or (`state:
 /// inspect`) reports them.
-pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
     if opts.state == State::Inspect {
         return inspect(module, &opts);
     }
@@ -142,15 +146,27 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
             "missing required arguments: nvidia_runtime (required with state: configure)",
         ));
     };
-    let wanted = Wanted {
+    let mut wanted = Wanted {
         nvidia_runtime,
         set_as_default: opts.set_as_default,
         runtime_name: opts.runtime_name.clone(),
         runtime_path: opts.runtime_path.clone(),
         systemd_cgroup: opts.systemd_cgroup,
+        keep_default: None,
+        enable_cdi: opts.enable_cdi,
     };
     wanted.check().map_err(|e| Failure::new(e.to_string()))?;
     check_paths(&opts)?;
+    opts.path = follow_links("path", &opts.path)?;
+    if opts.mode == Mode::DropIn {
+        opts.drop_in_path = follow_links("drop_in_path", &opts.drop_in_path)?;
+        if opts.drop_in_path == opts.path {
+            return Err(Failure::new(format!(
+                "drop_in_path and path are the same file, {}; nothing written",
+                opts.path.display()
+            )));
+        }
+    }
     if opts.mode != Mode::Template {
         if opts.template.is_some() {
             module.warn("template is used only with mode: template; it is ignored");
@@ -195,8 +211,13 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     // to change runs none of it.
     let version_known = asked.is_some()
         || matches!(declared, Some(Declared::Version(n)) if ConfigVersion::from_number(n).is_some());
+    // drop_in also needs it to know where a relative `imports` entry points.
     let mut containerd_version = match &containerd {
-        Some(bin) if !version_known => containerd_release(module, bin),
+        Some(bin)
+            if !version_known || opts.mode == Mode::DropIn || opts.enable_cdi == Some(true) =>
+        {
+            containerd_release(module, bin)
+        }
         _ => None,
     };
     let chosen = config::choose_version(
@@ -211,13 +232,28 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         module.warn(note);
     }
 
+    if let (Some(true), Some(cv)) = (opts.enable_cdi, &containerd_version) {
+        if (cv.major, cv.minor) < (1, 7) {
+            return Err(Failure::new(format!(
+                "enable_cdi: containerd {} has no CDI support (it came in 1.7); nothing written",
+                cv.text
+            )));
+        }
+    }
+    // merge and drop_in leave a default runtime of the user's (crun, kata)
+    // alone unless the NVIDIA runtime is to be the default.
+    if opts.mode != Mode::Template {
+        wanted.keep_default = main_text.and_then(|t| config::configured_default(t, version));
+    }
     let mut notes = Vec::new();
+    let main_dir = opts.path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let plan = plan(
         &opts,
         &wanted,
         version,
         main_text,
         main_before.as_deref(),
+        RelativeImports::of(containerd_version.as_ref(), &main_dir),
         &mut notes,
     )?;
     let changed = plan.iter().any(Planned::changed);
@@ -261,15 +297,31 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         _ => None,
     };
 
+    if !check_mode {
+        // Temporaries of runs that were killed (SIGKILL, a dropped SSH
+        // session), on every real run, changed or not.
+        let mut removed = files::clean_stale(&main_dir, &stale_names(&opts));
+        if opts.mode == Mode::DropIn {
+            if let Some(conf_d) = opts.drop_in_path.parent() {
+                removed.extend(files::clean_stale(conf_d, &stale_names(&opts)));
+            }
+        }
+        if !removed.is_empty() {
+            notes.push(format!(
+                "removed {} temporary file(s) that killed runs left behind",
+                removed.len()
+            ));
+        }
+    }
     let mut outcome = Outcome::new(changed);
     let mut backups: Vec<Option<PathBuf>> = vec![None; plan.len()];
+    let relative = RelativeImports::of(containerd_version.as_ref(), &main_dir);
     if changed {
-        if check_mode {
-            if let Some(bin) = validator {
-                validate_in_memory(bin, &opts, &wanted, &plan)?;
-            }
-        } else {
-            backups = commit(validator, &opts, &wanted, &plan)?;
+        if let Some(bin) = validator {
+            check_with_containerd(bin, &opts, &wanted, &plan, relative)?;
+        }
+        if !check_mode {
+            backups = commit(&opts, &plan, &main_dir)?;
         }
         for file in plan.iter().filter(|f| f.changed()) {
             outcome = outcome.diff(Diff::of_file(
@@ -392,26 +444,86 @@ fn containerd_release(module: &mut Module, bin: &Path) -> Option<config::Contain
 }
 
 fn check_paths(opts: &Options) -> Result<(), Failure> {
-    if !opts.path.is_absolute() {
+    let mut named = vec![("path", &opts.path)];
+    if opts.mode == Mode::DropIn {
+        named.push(("drop_in_path", &opts.drop_in_path));
+    }
+    for (name, path) in named {
+        if !path.is_absolute() {
+            return Err(Failure::new(format!(
+                "{name} must be absolute, got {}",
+                path.display()
+            )));
+        }
+        if path.to_string_lossy().chars().any(char::is_control) {
+            return Err(Failure::new(format!(
+                "{name} {:?} holds a control character (NUL, newline...); nothing written",
+                path.to_string_lossy()
+            )));
+        }
+        if path.file_name().is_none() || lexical(path).parent().is_none() {
+            return Err(Failure::new(format!(
+                "{name} {} names no file",
+                path.display()
+            )));
+        }
+    }
+    if opts.mode == Mode::DropIn && lexical(&opts.drop_in_path) == lexical(&opts.path) {
         return Err(Failure::new(format!(
-            "path must be absolute, got {}",
+            "drop_in_path {} is the main config's path {}; nothing written",
+            opts.drop_in_path.display(),
             opts.path.display()
         )));
     }
-    if opts.mode == Mode::DropIn {
-        if !opts.drop_in_path.is_absolute() {
-            return Err(Failure::new(format!(
-                "drop_in_path must be absolute, got {}",
-                opts.drop_in_path.display()
-            )));
-        }
-        if opts.drop_in_path == opts.path {
-            return Err(Failure::new(
-                "drop_in_path must not be the main config's path",
-            ));
+    Ok(())
+}
+
+/// An absolute path with `.` and `..` resolved as text (`/etc/x/../c` is
+/// `/etc/c`), to compare two paths the options give.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            _ => {}
         }
     }
-    Ok(())
+    out
+}
+
+/// Where a write to `path` goes: a symlink is followed to the file it names
+/// (as Ansible's `follow: true`; the link stays a link and its target gets
+/// the new content, which is what a node that links config.toml to a
+/// managed copy means). Up to 40 links, as the kernel allows; a link loop
+/// or a link to something other than a file is an error.
+fn follow_links(name: &str, path: &Path) -> Result<PathBuf, Failure> {
+    let mut at = lexical(path);
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&at).map_err(|e| {
+                    Failure::new(format!("cannot read the symlink {}: {e}", at.display()))
+                })?;
+                let parent = at.parent().unwrap_or(Path::new("/")).to_path_buf();
+                at = lexical(&parent.join(target));
+            }
+            Ok(meta) if !meta.is_file() => {
+                return Err(Failure::new(format!(
+                    "{name} {} is not a regular file; nothing written",
+                    at.display()
+                )))
+            }
+            _ => return Ok(at),
+        }
+    }
+    Err(Failure::new(format!(
+        "{name} {}: too many levels of symbolic links; nothing written",
+        path.display()
+    )))
 }
 
 /// The NVIDIA runtime must exist before containerd is told to use it: a
@@ -470,6 +582,7 @@ fn plan(
     version: ConfigVersion,
     main_text: Option<&str>,
     main_before: Option<&[u8]>,
+    relative: RelativeImports<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Planned>, Failure> {
     let main_path = opts.path.to_string_lossy().into_owned();
@@ -508,7 +621,7 @@ fn plan(
             let drop_in =
                 config::drop_in(main_text, &main_path, wanted, version).map_err(nothing_written)?;
             config::verify(&drop_in, &drop_in_path, wanted, version).map_err(nothing_written)?;
-            let edit = config::add_import(main_text, &main_path, &drop_in_path, version)
+            let edit = config::add_import(main_text, &main_path, &drop_in_path, version, relative)
                 .map_err(nothing_written)?;
             notes.extend(edit.notes);
             Ok(vec![
@@ -523,113 +636,162 @@ fn plan(
     }
 }
 
-/// Check mode: containerd reads the candidates from stdin, as nothing may be
-/// written. A drop-in is checked alone (it must configure the runtimes by
-/// itself) and the main config without it.
-fn validate_in_memory(
+/// containerd's own check of what is to be written, before anything is:
+/// `containerd config dump` of in-memory copies (node::Candidate::Text), in
+/// check mode and for real alike. The copy of the main config is its
+/// committed text with relative imports made absolute (as that containerd
+/// resolves them); in drop_in mode it imports the new drop-in instead of
+/// the old one, and containerd's effective configuration with it must differ
+/// from the one without it only in the runtime settings.
+fn check_with_containerd(
     containerd: &Path,
     opts: &Options,
     wanted: &Wanted,
     plan: &[Planned],
+    relative: RelativeImports<'_>,
 ) -> Result<(), Failure> {
     let main_path = opts.path.to_string_lossy().into_owned();
-    let main = plan.last().expect("the main config is always planned");
-    let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
-    let dropped = (opts.mode == Mode::DropIn).then_some(drop_in_path.as_str());
-    if let [drop_in, _] = plan {
-        let dump = node::config_dump(containerd, Candidate::Text(&drop_in.after))
-            .map_err(|e| rejected(&drop_in_path, e))?;
-        config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
+    let main_after = &plan
+        .last()
+        .expect("the main config is always planned")
+        .after;
+    if opts.mode != Mode::DropIn {
+        let copy = config::validation_copy(main_after, &main_path, None, None, relative)
+            .map_err(nothing_written)?;
+        let dump = node::config_dump(containerd, Candidate::Text(&copy))
+            .map_err(|e| rejected(&main_path, e))?;
+        return config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e));
     }
-    let copy =
-        config::validation_copy(&main.after, &main_path, dropped, None).map_err(nothing_written)?;
+    let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
+    let staged_drop_in = node::UnnamedFile::new(&plan[0].after).map_err(|e| {
+        Failure::new(format!(
+            "cannot stage the drop-in in memory: {e}; nothing written"
+        ))
+    })?;
+    let copy = config::validation_copy(
+        main_after,
+        &main_path,
+        Some(&drop_in_path),
+        Some(staged_drop_in.path()),
+        relative,
+    )
+    .map_err(nothing_written)?;
     let dump = node::config_dump(containerd, Candidate::Text(&copy))
         .map_err(|e| rejected(&main_path, e))?;
-    if opts.mode != Mode::DropIn {
-        config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
+    config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
+    // Everything else must be as it is without the drop-in.
+    let without =
+        config::validation_copy(main_after, &main_path, Some(&drop_in_path), None, relative)
+            .map_err(nothing_written)?;
+    let baseline = node::config_dump(containerd, Candidate::Text(&without))
+        .map_err(|e| rejected(&main_path, e))?;
+    let lost = config::unrelated_changes(&baseline, &dump, wanted).map_err(nothing_written)?;
+    if !lost.is_empty() {
+        return Err(Failure::new(format!(
+            "importing {drop_in_path} would change more than the runtimes in containerd's \
+             effective configuration: {}; nothing written",
+            lost.join("; ")
+        )));
     }
     Ok(())
 }
 
-/// Stages every changed file beside its target, has containerd check the
-/// staged set, then commits: drop-in first, main config last. Returns each
-/// planned file's backup.
+/// The file names whose temporaries older versions of this module left.
+fn stale_names(opts: &Options) -> Vec<&str> {
+    [opts.path.file_name(), opts.drop_in_path.file_name()]
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.to_str())
+        .collect()
+}
+
+/// Writes the validated plan: each changed file staged under a temporary
+/// name in the main config's folder (where no `imports` glob looks), then
+/// renamed over its target, drop-in first, main config last. Backups go to
+/// that folder too. Returns each planned file's backup; a failure says what
+/// was written before it.
 fn commit(
-    containerd: Option<&Path>,
     opts: &Options,
-    wanted: &Wanted,
     plan: &[Planned],
+    main_dir: &Path,
 ) -> Result<Vec<Option<PathBuf>>, Failure> {
-    let mut staged = Vec::with_capacity(plan.len());
-    for file in plan {
-        staged.push(if file.changed() {
-            Some(stage(&file.path, &file.after)?)
-        } else {
-            None
-        });
-    }
-    if let Some(bin) = containerd {
-        let main_path = opts.path.to_string_lossy().into_owned();
-        let main = staged.last().expect("the main config is always planned");
-        if opts.mode == Mode::DropIn {
-            // The staged main file imports the real drop-in path; check a
-            // copy that imports the staged drop-in instead.
-            let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
-            let new_drop_in = staged[0].as_ref().map_or(drop_in_path.clone(), |s| {
-                s.path().to_string_lossy().into_owned()
-            });
-            let main_after = &plan[plan.len() - 1].after;
-            let copy = config::validation_copy(
-                main_after,
-                &main_path,
-                Some(&drop_in_path),
-                Some(&new_drop_in),
-            )
-            .map_err(nothing_written)?;
-            let check = stage(&opts.path.with_extension("toml.check"), &copy)?;
-            let dump = node::config_dump(bin, Candidate::File(check.path()))
-                .map_err(|e| rejected(&main_path, e))?;
-            config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
-            // Everything else must be as it is without the drop-in.
-            let without =
-                config::validation_copy(main_after, &main_path, Some(&drop_in_path), None)
-                    .map_err(nothing_written)?;
-            let baseline = node::config_dump(bin, Candidate::Text(&without))
-                .map_err(|e| rejected(&main_path, e))?;
-            let lost =
-                config::unrelated_changes(&baseline, &dump, wanted).map_err(nothing_written)?;
-            if !lost.is_empty() {
-                return Err(Failure::new(format!(
-                    "importing {drop_in_path} would change more than the runtimes in containerd's \
-                     effective configuration: {}; nothing written",
-                    lost.join("; ")
-                )));
-            }
-        } else if let Some(candidate) = main {
-            let dump = node::config_dump(bin, Candidate::File(candidate.path()))
-                .map_err(|e| rejected(&main_path, e))?;
-            config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
-        }
-    }
     let mut backups = Vec::with_capacity(plan.len());
-    for (file, staged) in plan.iter().zip(staged) {
-        backups.push(match staged {
-            Some(s) => s.commit(opts.backup).map_err(|e| {
-                Failure::new(format!("cannot replace {}: {e}", file.path.display()))
-            })?,
-            None => None,
-        });
+    let mut written: Vec<String> = Vec::new();
+    let backup_dir = opts.backup.then_some(main_dir);
+    for file in plan {
+        if !file.changed() {
+            backups.push(None);
+            continue;
+        }
+        let fail = |what: String, written: &[String]| {
+            let done = if written.is_empty() {
+                "nothing written".to_string()
+            } else {
+                format!("already written: {}", written.join(", "))
+            };
+            Failure::new(format!("{what}; {done}"))
+        };
+        let created_dirs = create_dirs(main_dir)
+            .and_then(|mut a| {
+                let parent = file.path.parent().unwrap_or(Path::new("/"));
+                a.extend(create_dirs(parent)?);
+                Ok(a)
+            })
+            .map_err(|e| {
+                fail(
+                    format!("cannot create the folder of {}: {e}", file.path.display()),
+                    &written,
+                )
+            })?;
+        let result = files::Staged::new(&file.path, main_dir, file.after.as_bytes(), 0o644)
+            .map_err(|e| {
+                format!(
+                    "cannot write a temporary file in {}: {e}",
+                    main_dir.display()
+                )
+            })
+            .and_then(|staged| {
+                staged
+                    .commit(backup_dir)
+                    .map_err(|e| format!("cannot replace {}: {e}", file.path.display()))
+            });
+        match result {
+            Ok(backup) => {
+                written.extend(created_dirs.iter().map(|d| d.display().to_string()));
+                written.push(file.path.display().to_string());
+                if let Some(b) = &backup {
+                    written.push(b.display().to_string());
+                }
+                backups.push(backup);
+            }
+            Err(why) => {
+                for dir in created_dirs.iter().rev() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(fail(why, &written));
+            }
+        }
     }
     Ok(backups)
 }
 
-fn stage(path: &Path, text: &str) -> Result<StagedFile, Failure> {
-    StagedFile::stage(path, text.as_bytes(), 0o644).map_err(|e| {
-        Failure::new(format!(
-            "cannot write a temporary file beside {}: {e}; nothing written",
-            path.display()
-        ))
-    })
+/// Creates `dir` and its missing parents (mode 0755); returns those created,
+/// outermost first, so that a failure can remove them again.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    missing.reverse();
+    for d in &missing {
+        std::fs::create_dir(d)?;
+    }
+    Ok(missing)
 }
 
 fn rejected(path: &str, why: String) -> Failure {

@@ -82,48 +82,78 @@ pub fn containerd_version(containerd: &Path) -> Result<ContainerdVersion, String
 /// Where `containerd config dump` reads the candidate from.
 pub enum Candidate<'a> {
     File(&'a Path),
-    /// Piped on stdin, in check mode, where nothing may be written.
+    /// A copy that exists nowhere else (check mode; a main file that imports
+    /// a staged drop-in): written to an unnamed in-memory file.
     Text(&'a str),
+}
+
+/// An unnamed in-memory file (`memfd_create`) holding a text, which a child
+/// process opens as `/proc/self/fd/N`: a real file that containerd can read
+/// twice (2.x re-reads its config after a strict parse fails, which a pipe
+/// such as `/dev/stdin` cannot do), never visible in any folder, so no
+/// `imports` glob can find it and a killed run leaves nothing behind.
+pub struct UnnamedFile {
+    fd: std::os::fd::OwnedFd,
+    path: String,
+}
+
+impl UnnamedFile {
+    pub fn new(text: &str) -> std::io::Result<UnnamedFile> {
+        use rustix::fs::{memfd_create, MemfdFlags};
+        use std::os::fd::AsRawFd;
+        // No CLOEXEC: containerd, the child, must inherit it.
+        let fd = memfd_create("containerd-candidate", MemfdFlags::empty())?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(text.as_bytes())?;
+        let fd: std::os::fd::OwnedFd = file.into();
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        Ok(UnnamedFile { fd, path })
+    }
+
+    /// The path the child opens it by.
+    pub fn path(&self) -> &str {
+        let _ = &self.fd;
+        &self.path
+    }
 }
 
 /// `containerd --config CANDIDATE config dump`: containerd parses the
 /// candidate and its imports exactly as it would at start-up, and prints the
 /// merged result. Its stdout on success; on failure, the message for `msg`.
 pub fn config_dump(containerd: &Path, candidate: Candidate<'_>) -> Result<String, String> {
-    let config = match candidate {
-        Candidate::File(path) => path.as_os_str().to_owned(),
-        Candidate::Text(_) => "/dev/stdin".into(),
+    let memfd = match candidate {
+        Candidate::Text(text) => Some(
+            UnnamedFile::new(text)
+                .map_err(|e| format!("cannot make an in-memory copy of the candidate: {e}"))?,
+        ),
+        Candidate::File(_) => None,
+    };
+    let config: std::ffi::OsString = match (&candidate, &memfd) {
+        (Candidate::File(path), _) => path.as_os_str().to_owned(),
+        (_, Some(file)) => file.path().into(),
+        _ => unreachable!("a text candidate has its in-memory file"),
+    };
+    let shown_config = match candidate {
+        Candidate::File(path) => path.display().to_string(),
+        Candidate::Text(_) => "<candidate>".into(),
     };
     let mut command = Command::new(containerd);
-    // The daemon runs in `/`: containerd 1.x resolves relative glob imports
+    // The daemon runs in `/`: containerd 1.6 resolves relative imports
     // against the working directory.
     command
         .current_dir("/")
         .arg("--config")
         .arg(&config)
         .args(["config", "dump"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(match candidate {
-            Candidate::File(_) => Stdio::null(),
-            Candidate::Text(_) => Stdio::piped(),
-        });
+        .stdin(Stdio::null());
     let shown = format!(
-        "{} --config {} config dump",
-        containerd.display(),
-        Path::new(&config).display()
+        "{} --config {shown_config} config dump",
+        containerd.display()
     );
-    let mut child = command
-        .spawn()
+    let out = command
+        .output()
         .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
-    if let (Candidate::Text(text), Some(mut stdin)) = (candidate, child.stdin.take()) {
-        // containerd reads the whole config before it prints anything, so
-        // writing first cannot deadlock; a write error shows in its exit.
-        let _ = stdin.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    drop(memfd);
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
