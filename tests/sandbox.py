@@ -192,7 +192,7 @@ mount --bind "$S/hw/proc/driver" "$S/root/proc/driver"
 mount --bind "$S/hw/sys/firmware" "$S/root/sys/firmware"
 # The node's containerd release (read-only: a playbook cannot change the cache).
 printf '%s\n' "$BINDS" | while IFS='|' read -r src dst; do
-  [ -n "$src" ] && mount --bind -o ro "$src" "$S/root$dst"
+  if [ -n "$src" ]; then mount --bind -o ro "$src" "$S/root$dst"; fi
 done
 mkdir -m 0755 "$S/root/run/sshd"
 exec chroot "$S/root" /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config

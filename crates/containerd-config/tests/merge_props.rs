@@ -82,10 +82,7 @@ fn table(v2: bool) -> impl Strategy<Value = Piece> {
                     "[plugins.{}]",
                     quote(literal, "io.containerd.internal.v1.opt")
                 ),
-                _ => format!(
-                    "[proxy_plugins.{}]",
-                    quote(literal, &format!("snap{sub}"))
-                ),
+                _ => format!("[proxy_plugins.{}]", quote(literal, &format!("snap{sub}"))),
             };
             let mut text = String::new();
             if let Some(c) = comment {

@@ -935,6 +935,7 @@ fn inspect_reports_the_effective_configuration_containerd_reads() {
             },
             "imports": [],
             "cri_disabled": false,
+            "daemons": [],
         })
     );
     assert!(out["containerd_version"]
