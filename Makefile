@@ -11,7 +11,7 @@ VENV      := .venv
 PYTHON    := $(VENV)/bin/python
 ANSIBLE_CORE_VERSION := 2.19.14
 
-.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system
+.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system collection
 all: build
 
 ## build: static musl binaries of every module, per architecture, into dist/<arch>/
@@ -54,6 +54,12 @@ BENCH_REPEATS ?= 5
 BENCH_SIDES   ?= ours,baseline
 bench: deps build
 	$(PYTHON) bench/run.py --nodes "$(BENCH_NODES)" --repeats $(BENCH_REPEATS) --sides $(BENCH_SIDES)
+
+## collection: the Ansible collection gpunode.k8s_gpu with the binaries of every module in MODULES
+## for every arch in ARCHES inside: $(COLLECTION_OUT)/gpunode-k8s_gpu-<Cargo.toml's version>.tar.gz
+COLLECTION_OUT ?= dist
+collection: build deps-python
+	$(PYTHON) collection/build.py --modules "$(MODULES)" --arches "$(ARCHES)" --output-dir $(COLLECTION_OUT)
 
 ## lint: Rust formatting and clippy (warnings denied), yamllint and ansible-lint (production profile)
 lint: deps-python
