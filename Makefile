@@ -9,9 +9,13 @@ TARGET_x86_64  := x86_64-unknown-linux-musl
 TARGET_aarch64 := aarch64-unknown-linux-musl
 VENV      := .venv
 PYTHON    := $(VENV)/bin/python
-ANSIBLE_CORE_VERSION := 2.19.14
+# Every ansible-core release the controller is tested with, one venv each
+# (`make venvs`): .venvs/ansible-core-<X.Y>/. The file is the one list of them.
+ANSIBLE_CORE_RELEASES := $(shell grep -E '^[0-9]' tests/ansible-core-releases.txt)
+# The Python those venvs run on: one that every release above supports.
+VENVS_PYTHON ?= python3
 
-.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system collection
+.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system venvs
 all: build
 
 ## build: static musl binaries of every module, per architecture, into dist/<arch>/
@@ -35,7 +39,7 @@ build:
 	done
 
 ## test: everything CI runs: installs what the tests need, then Rust and Ansible tests
-test: deps build test-rust test-ansible
+test: deps venvs build test-rust test-ansible
 
 test-rust:
 	cargo test --workspace --locked --quiet
@@ -58,6 +62,7 @@ bench: deps build
 ## collection: the Ansible collection gpunode.k8s_gpu with the binaries of every module in MODULES
 ## for every arch in ARCHES inside: $(COLLECTION_OUT)/gpunode-k8s_gpu-<Cargo.toml's version>.tar.gz
 COLLECTION_OUT ?= dist
+.PHONY: collection
 collection: build deps-python
 	$(PYTHON) collection/build.py --modules "$(MODULES)" --arches "$(ARCHES)" --output-dir $(COLLECTION_OUT)
 
@@ -88,6 +93,18 @@ deps-python: $(VENV)/.installed
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+## venvs: one venv per tested ansible-core release, .venvs/ansible-core-<X.Y>/ (a
+## version marker file inside: a changed pin makes that venv again)
+venvs: $(foreach v,$(ANSIBLE_CORE_RELEASES),.venvs/ansible-core-$(basename $(v))/.ansible-core-$(v))
+.venvs/ansible-core-%:
+	@v=$(notdir $@); v=$${v#.ansible-core-}; d=$(dir $@); \
+	echo "venvs: ansible-core $$v in $$d"; \
+	rm -rf "$$d"; \
+	$(VENVS_PYTHON) -m venv "$$d"; \
+	"$$d/bin/python" -m pip install --quiet --disable-pip-version-check "ansible-core==$$v"; \
+	case "$$("$$d/bin/ansible" --version)" in *"[core $$v]"*) ;; *) echo "venvs: $$d does not run ansible-core $$v"; exit 1 ;; esac; \
 	touch $@
 
 clean:

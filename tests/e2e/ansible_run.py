@@ -1,7 +1,11 @@
 """Runs ansible-playbook and ansible from the project folder, as a user
 would, against a sandbox inventory; isolated from the user's and from other
 runs: its own fact cache, SSH control sockets and local temp folder. Every
-task result is recorded as JSON by callback_plugins/record_results.py."""
+task result is recorded as JSON by callback_plugins/record_results.py.
+
+The controller is .venv's ansible-core (the newest tested release) unless
+another is given: `controller_releases()` lists every tested release and the
+venv `make venvs` made for it (tests/ansible-core-releases.txt)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +19,55 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv/bin"
+RELEASES_FILE = REPO / "tests/ansible-core-releases.txt"
+VENVS = REPO / ".venvs"
 CALLBACKS = Path(__file__).resolve().parent / "callback_plugins"
 PLAYBOOK_TIMEOUT = 600
+
+
+@dataclasses.dataclass(frozen=True)
+class Controller:
+    """One tested ansible-core release and the venv `make venvs` made for it."""
+
+    version: str  # "2.15.13"
+
+    @property
+    def series(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    @property
+    def bin_dir(self) -> Path:
+        return VENVS / f"ansible-core-{self.series}" / "bin"
+
+    def installed(self) -> bool:
+        """Its venv exists and holds exactly this version (`make venvs` leaves a marker)."""
+        return (self.bin_dir.parent / f".ansible-core-{self.version}").exists() and (self.bin_dir / "ansible").exists()
+
+
+def tested_releases() -> list[Controller]:
+    """Every tested ansible-core release, oldest first, as the file lists them."""
+    return [Controller(line.strip()) for line in RELEASES_FILE.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def newest_release() -> Controller:
+    """The newest tested release: the one .venv has and the whole suite runs on."""
+    return tested_releases()[-1]
+
+
+def controller_releases() -> list[Controller]:
+    """The tested ansible-core releases to run on, oldest first:
+    every one, or with ANSIBLE_CORE_SERIES=2.15,2.17 only those series."""
+    releases = tested_releases()
+    wanted = os.environ.get("ANSIBLE_CORE_SERIES")
+    if wanted:
+        series = {s.strip() for s in wanted.split(",") if s.strip()}
+        unknown = series - {r.series for r in releases}
+        if unknown:
+            raise ValueError(f"ANSIBLE_CORE_SERIES names untested series {sorted(unknown)}; "
+                             f"tested: {[r.series for r in releases]} ({RELEASES_FILE})")
+        releases = [r for r in releases if r.series in series]
+    return releases
 
 
 @dataclasses.dataclass
@@ -63,8 +114,10 @@ class Ansible:
     """One user's Ansible on the controller: runs keep their fact cache
     (like the project's ./.facts_cache) until close()."""
 
-    def __init__(self, inventory: Path, workdir: Path):
+    def __init__(self, inventory: Path, workdir: Path, bin_dir: Path = VENV_BIN):
         self.inventory = Path(inventory)
+        # Where ansible and ansible-playbook are: .venv's, or a Controller's bin_dir.
+        self.bin_dir = Path(bin_dir)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.fact_cache = self.workdir / "facts"
@@ -78,7 +131,7 @@ class Ansible:
     def env(self, extra: dict | None = None) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
         env.update({
-            "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{self.bin_dir}:{env.get('PATH', '/usr/bin:/bin')}",
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
             "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.fact_cache),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_dir),
@@ -103,12 +156,12 @@ class Ansible:
         return Run(cmd, p.returncode, p.stdout, p.stderr, data["results"], data["stats"])
 
     def playbook(self, playbook, *args: str, inventory: Path | None = None, env: dict | None = None) -> Run:
-        cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory or self.inventory), str(playbook), *args]
+        cmd = [str(self.bin_dir / "ansible-playbook"), "-i", str(inventory or self.inventory), str(playbook), *args]
         return self._run(cmd, env)
 
     def adhoc(self, pattern: str, module: str, module_args: str | None = None, *args: str,
               inventory: Path | None = None, env: dict | None = None) -> Run:
-        cmd = [str(VENV_BIN / "ansible"), "-i", str(inventory or self.inventory), pattern, "-m", module]
+        cmd = [str(self.bin_dir / "ansible"), "-i", str(inventory or self.inventory), pattern, "-m", module]
         if module_args is not None:
             cmd += ["-a", module_args]
         return self._run(cmd + list(args), env)

@@ -1,5 +1,11 @@
-"""Fixtures of the end-to-end tests: a user's Ansible (ansible_run.Ansible)
-and the playbook that sets a node up."""
+"""Fixtures of the end-to-end tests: a user's Ansible (ansible_run.Ansible),
+the playbook that sets a node up, and the tested ansible-core releases.
+
+A test that takes `ansible_release` runs once per tested release (each in the
+venv `make venvs` made); `older_ansible_release`: once per release but the
+newest, which the whole suite runs on (.venv). ANSIBLE_CORE_SERIES=2.15,2.16
+narrows both. Each is module-scoped: a module's tests run release by release,
+and a module-scoped fixture that takes one (a sandbox) is made once per release."""
 import os
 import sys
 from pathlib import Path
@@ -8,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ansible_run import REPO, Ansible  # noqa: E402
+from ansible_run import REPO, Ansible, controller_releases, newest_release  # noqa: E402
 
 SITE = REPO / "playbooks/site.yml"
 
@@ -38,3 +44,30 @@ def ansible_factory(tmp_path):
     yield make
     for a in made:
         a.close()
+
+
+def pytest_generate_tests(metafunc):
+    releases = controller_releases()
+    older = [r for r in releases if r != newest_release()]
+    for name, params in (("ansible_release", releases), ("older_ansible_release", older)):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, params, ids=[r.series for r in params], indirect=True, scope="module")
+
+
+def _release(request):
+    release = request.param
+    if not release.installed():
+        pytest.fail(f"no venv of ansible-core {release.version} in {release.bin_dir.parent}: run `make venvs`")
+    return release
+
+
+@pytest.fixture(scope="module")
+def ansible_release(request):
+    """A tested ansible-core release (ansible_run.Controller) whose venv exists."""
+    return _release(request)
+
+
+@pytest.fixture(scope="module")
+def older_ansible_release(request):
+    """A tested ansible-core release older than .venv's, whose venv exists."""
+    return _release(request)
