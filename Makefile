@@ -66,6 +66,11 @@ COLLECTION_OUT ?= dist
 collection: build deps-python
 	$(PYTHON) collection/build.py --modules "$(MODULES)" --arches "$(ARCHES)" --output-dir $(COLLECTION_OUT)
 
+## bench-collection: the collection tarball's size and its install time on each tested ansible-core (README's numbers)
+.PHONY: bench-collection
+bench-collection: collection venvs
+	$(PYTHON) bench/collection.py "$$(ls -t $(COLLECTION_OUT)/gpunode-k8s_gpu-*.tar.gz | head -1)"
+
 ## lint: Rust formatting and clippy (warnings denied), yamllint and ansible-lint (production profile)
 lint: deps-python
 	cargo fmt --all -- --check

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_run import REPO
+from ansible_run import REPO, Controller, newest_release
 
 FQCN = "gpunode.k8s_gpu"
 PROFILES = ["cpu", "h200", "gh200"]
@@ -77,15 +76,6 @@ def cargo_version() -> str:
         return tomllib.load(f)["workspace"]["package"]["version"]
 
 
-def clean_venvs() -> list[Path]:
-    """The bin folders of the clean ansible-core venvs, oldest release first."""
-    found = sorted(REPO.glob(".venvs/ansible-core-*/bin/ansible-galaxy"),
-                   key=lambda p: [int(x) for x in p.parent.parent.name.rsplit("-", 1)[1].split(".")])
-    if os.environ.get("COLLECTION_CONTROLLER_VENV"):
-        found.append(Path(os.environ["COLLECTION_CONTROLLER_VENV"]) / "bin/ansible-galaxy")
-    return [p.parent for p in found]
-
-
 @pytest.fixture(scope="session")
 def tarball(tmp_path_factory) -> Path:
     """`make collection`, into a folder of this test run."""
@@ -135,8 +125,9 @@ class User:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def install(venv_bin: Path, tarball: Path, inventory: Path) -> User:
-    user = User(venv_bin, inventory)
+def install(release: Controller, tarball: Path, inventory: Path) -> User:
+    """A new user of `release` who installs the tarball, as README says, into ~/.ansible."""
+    user = User(release.bin_dir, inventory)
     local = shutil.copy(tarball, user.work)
     user.run("ansible-galaxy", "collection", "install", Path(local).name)
     (user.work / "site.yml").write_text(USER_PLAYBOOK)
@@ -180,10 +171,11 @@ def files_json(tarball: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def user(sb, tarball):
-    venvs = clean_venvs()
-    if not venvs:
-        pytest.fail("no clean ansible-core venv: run `make venvs`")
-    u = install(venvs[-1], tarball, sb.inventory)
+    """A user of the newest tested ansible-core, in its clean venv (`make venvs`)."""
+    release = newest_release()
+    if not release.installed():
+        pytest.fail(f"no venv of ansible-core {release.version} in {release.bin_dir.parent}: run `make venvs`")
+    u = install(release, tarball, sb.inventory)
     yield u
     u.close()
 
@@ -242,11 +234,16 @@ def test_fqcn_playbook_sets_up_the_nodes(sb, user):
         assert containerd_default_runtime(sb, host) == ("nvidia" if gpu else "runc"), host
         facts = json.loads(sb.node(host).path(FACTS_FILE).read_text())
         assert facts["nvidia_gpu_present"] is gpu, host
-        assert re.search(rf"ok: \[{host}\] => \n?\s*msg: [1-9]?\d GPU\(s\), module build {arch}", first.stdout) or \
-            f"module build {arch}" in first.stdout, first.stdout
+        # The FQCN module task of the playbook: the build for the node's architecture ran.
+        shown = re.search(rf'ok: \[{host}\] => {{\s*"msg": "(\d+) GPU\(s\), module build {arch}"', first.stdout)
+        assert shown and (int(shown.group(1)) > 0) is gpu, f"{host}\n{first.stdout}"
     assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in recap(first.stdout).values())
     again = user.playbook()
     assert {h: c["changed"] for h, c in recap(again.stdout).items()} == {h: 0 for h in NODES}, again.stdout
+    # The collection's own playbook (playbooks/site.yml, with its group_vars)
+    # runs by name and agrees: nothing left to change.
+    own = user.run("ansible-playbook", "-i", str(user.inventory), f"{FQCN}.site")
+    assert {h: c["changed"] for h, c in recap(own.stdout).items()} == {h: 0 for h in NODES}, own.stdout
 
 
 def test_check_diff_shows_the_changes_and_writes_nothing(sb, user):
@@ -290,3 +287,23 @@ def test_ansible_lint_production_passes_on_a_playbook_using_the_collection(user)
     p = subprocess.run([str(lint), "--offline", "--profile", "production", "--nocolor", "site.yml"],
                        cwd=user.work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
+
+
+# ---------------------------------------------------------------------------
+# The older releases of the supported range: install, the playbook, ad hoc.
+
+def test_older_release_installs_the_collection_and_sets_up_the_nodes(sb, tarball, older_ansible_release):
+    u = install(older_ansible_release, tarball, sb.inventory)
+    try:
+        assert f"[core {older_ansible_release.version}]" in u.run("ansible", "--version").stdout
+        sb.reset()
+        run = u.playbook()
+        for host, (gpu, _) in NODES.items():
+            assert containerd_default_runtime(sb, host) == ("nvidia" if gpu else "runc"), f"{host}\n{run.stdout}"
+        adhoc = adhoc_results(u.run("ansible", "-i", str(u.inventory), "all", "-m", f"{FQCN}.nvidia_gpu_facts").stdout)
+        sums = files_json(tarball)
+        for host, (gpu, arch) in NODES.items():
+            assert adhoc[host]["ansible_facts"]["nvidia_gpu_present"] is gpu, host
+            assert adhoc[host]["module_binary"]["sha256"] == sums[f"dist/{arch}/nvidia_gpu_facts"], host
+    finally:
+        u.close()
