@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("tarball", type=Path)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    args.tarball = args.tarball.resolve()
     s = sizes(args.tarball)
     print(f"{args.tarball.name}: {s['compressed']:,} bytes ({s['compressed'] / 2**20:.2f} MiB), "
           f"{s['unpacked']:,} bytes unpacked in {s['files']} files, of which module binaries "

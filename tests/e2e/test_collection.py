@@ -10,13 +10,16 @@ The binaries that run on the nodes are the ones the tarball's FILES.json lists.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import tomllib
 from pathlib import Path
 
@@ -185,6 +188,9 @@ def test_the_controller_has_no_rust_no_clone_and_no_ansible_cfg(user):
     assert shutil.which("rustc", path=user.env()["PATH"]) is None
     version = user.run("ansible", "--version").stdout
     assert re.search(r"config file = None", version), version
+    # Nothing points Ansible at the clone: every setting is a default.
+    changed = user.run("ansible-config", "dump", "--only-changed").stdout
+    assert str(REPO) not in changed, changed
     listing = user.run("ansible-galaxy", "collection", "list", FQCN).stdout
     assert f"{FQCN} {cargo_version()}" in re.sub(r"\s+", " ", listing), listing
     assert str(user.home / ".ansible/collections/ansible_collections") in listing
@@ -210,6 +216,30 @@ def test_tarball_holds_every_module_for_every_arch_and_one_version(tarball):
     for role in ("install_os_package", "install_containerd", "gpu_node_mode", "verify_gpu_node", "kubernetes_gpu"):
         assert f"roles/{role}/tasks/main.yml" in sums
     assert "playbooks/site.yml" in sums
+
+
+def test_requirements_file_installs_from_an_artifact_store(sb, tarball):
+    """README's requirements.yml: the tarball by URL from a site's own HTTP
+    artifact store (a thread of this test), and as a file on the controller."""
+    store = Path(tempfile.mkdtemp(prefix="gc-store-"))
+    shutil.copy(tarball, store)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(store))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{tarball.name}"
+    try:
+        for source in (f"name: {url}\n    type: url", f"name: {store / tarball.name}\n    type: file"):
+            u = User(newest_release().bin_dir, sb.inventory)
+            try:
+                (u.work / "requirements.yml").write_text(f"---\ncollections:\n  - {source}\n")
+                u.run("ansible-galaxy", "collection", "install", "-r", "requirements.yml")
+                listing = re.sub(r"\s+", " ", u.run("ansible-galaxy", "collection", "list", FQCN).stdout)
+                assert f"{FQCN} {cargo_version()}" in listing, u.log[-1]
+            finally:
+                u.close()
+    finally:
+        server.shutdown()
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def test_installed_files_verify_against_the_manifest(user):
