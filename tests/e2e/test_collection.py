@@ -337,3 +337,21 @@ def test_older_release_installs_the_collection_and_sets_up_the_nodes(sb, tarball
             assert adhoc[host]["module_binary"]["sha256"] == sums[f"dist/{arch}/nvidia_gpu_facts"], host
     finally:
         u.close()
+
+
+def test_a_damaged_install_says_what_to_do(sb, tarball):
+    """A binary missing from an installed collection: the task fails naming
+    the fix, and `collection verify` names the file."""
+    u = install(newest_release(), tarball, sb.inventory)
+    try:
+        installed = u.home / ".ansible/collections/ansible_collections/gpunode/k8s_gpu"
+        for arch in ("x86_64", "aarch64"):
+            (installed / "dist" / arch / "nvidia_gpu_facts").unlink()
+        run = u.run("ansible", "-i", str(u.inventory), "worker1", "-m", f"{FQCN}.nvidia_gpu_facts", check=False)
+        result = adhoc_results(run.stdout)["worker1"]
+        assert result["msg"] == (f"no build of the nvidia_gpu_facts module in {installed / 'dist'}: this installed "
+                                 "collection is incomplete; install its tarball again (ansible-galaxy collection install --force)")
+        verify = u.run("ansible-galaxy", "collection", "verify", "--offline", FQCN, check=False)
+        assert verify.returncode != 0 and "dist/x86_64/nvidia_gpu_facts" in verify.stdout + verify.stderr, u.log[-1]
+    finally:
+        u.close()
