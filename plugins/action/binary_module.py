@@ -22,9 +22,32 @@ import os
 import shlex
 import time
 
-from ansible.module_utils.common.json import Direction, get_module_encoder
 from ansible.plugins.action import ActionBase
 from ansible.vars.clean import remove_internal_keys
+
+# ansible-core 2.19 encodes module arguments and parses module results by a
+# named profile ("legacy": what modules always got); 2.15 to 2.18 have one
+# encoder, which 2.19 deprecates. Each release gets its own way, so that a
+# task's arguments reach the module exactly as that release sends them to its
+# own modules (vaulted values as their plain text).
+try:
+    from ansible.module_utils.common.json import Direction, get_module_encoder
+except ImportError:  # ansible-core < 2.19
+    from ansible.module_utils.common.json import AnsibleJSONEncoder
+
+    def encode_module_args(module_args):
+        return json.dumps(module_args, cls=AnsibleJSONEncoder, vault_to_text=True)
+
+    def parse_module_result(action, res):
+        return action._parse_returned_data(res)
+
+else:
+
+    def encode_module_args(module_args):
+        return json.dumps(module_args, cls=get_module_encoder("legacy", Direction.CONTROLLER_TO_MODULE))
+
+    def parse_module_result(action, res):
+        return action._parse_returned_data(res, "legacy")
 
 # dist/<arch>/<module>, relative to this file (plugins/action/): the same
 # path in the repository (`make build` puts them there) and in the installed
@@ -116,8 +139,7 @@ class ActionModule(ActionBase):
 
         module_args = dict(self._task.args)
         self._update_module_args(module, module_args, task_vars or {})
-        encoder = get_module_encoder("legacy", Direction.CONTROLLER_TO_MODULE)
-        args_json = json.dumps(module_args, cls=encoder).encode()
+        args_json = encode_module_args(module_args).encode()
 
         res = self._run_cached(binaries, args_json)
         first_line = res["stdout"].lstrip().split("\n", 1)[0]
@@ -140,7 +162,7 @@ class ActionModule(ActionBase):
                 return failed(result, res["install_failed"], rc=res["rc"], stderr=res.get("stderr", ""))
             transferred = cache
 
-        data = self._parse_returned_data(res, "legacy")
+        data = parse_module_result(self, res)
         remove_internal_keys(data)
         arch = node_arch(res.get("stderr", ""))
         data["module_binary"] = {
