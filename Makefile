@@ -83,10 +83,18 @@ deps: deps-system deps-python
 # Debian packages the tests drive for real: sshd for the sandbox nodes (ssh,
 # ssh-keygen to reach them),
 # containerd to validate configs, qemu to run the aarch64 modules, file.
+# Sandbox nodes run this machine's userland: what the roles install on a
+# Debian node (install_os_package) and what Ansible's apt module needs must be
+# here too, or a node would try to install them and each test's result would
+# depend on what this machine happens to have.
+NODE_PACKAGES := python3 python3-apt ca-certificates curl gnupg
 deps-system:
 	@missing=""; \
 	for pair in sshd:openssh-server ssh-keygen:openssh-client containerd:containerd qemu-aarch64-static:qemu-user-static file:file; do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
+	done; \
+	for p in $(NODE_PACKAGES); do \
+	  case "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" in "install ok installed") ;; *) missing="$$missing $$p" ;; esac; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: apt-get install$$missing"; \

@@ -54,10 +54,17 @@ STATE_FILE = "sandbox.json"
 TMPFS_DIR = Path(os.environ.get("GPU_SANDBOX_TMPFS", "/dev/shm"))
 # Paths of this machine that a fresh node must not see, hidden by an overlayfs
 # whiteout in the node's upper directory: Ansible's local facts of this
-# machine. root's home is hidden as a whole (an opaque folder): a node's root
+# machine, and the nouveau blacklist nvidia_driver_install writes (a machine
+# with an NVIDIA driver often has one; a fresh node has none). root's home is hidden as a whole (an opaque folder): a node's root
 # starts with Debian's stock dotfiles, not this machine's (whose .bashrc, run
 # by every SSH command, would slow each one down and write to the node).
-HIDDEN = ("etc/ansible",)
+HIDDEN = ("etc/ansible", "etc/modprobe.d/blacklist-nouveau.conf")
+# The PCI ID database, where distributions keep it (the places
+# crates/node-probe/src/gpu.rs reads). A node has its profile's own copy
+# (a file at the same path under the profile's hardware folder) or none: never
+# this machine's, which may or may not be installed (pciutils, hwdata), so a
+# GPU name taken from it would depend on the machine that runs the tests.
+PCI_IDS = ("usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids", "usr/share/pci.ids")
 ROOT_DOTFILES = {".bashrc": "/usr/share/base-files/dot.bashrc", ".profile": "/usr/share/base-files/dot.profile"}
 START_TIMEOUT = 30.0
 
@@ -67,8 +74,10 @@ class Profile:
     """What kind of node a sandbox node is."""
 
     name: str
-    # A root filesystem holding the node's /sys/bus/pci, /sys/module and
-    # /proc/driver (tests/fixtures/...): copied per node, then bind-mounted.
+    # A root filesystem holding the node's /sys/bus/pci, /sys/module,
+    # /sys/firmware (empty unless given: no EFI) and /proc/driver
+    # (tests/fixtures/...): copied per node, then bind-mounted; and its
+    # pci.ids, if it has one (see PCI_IDS).
     hardware: Path
     description: str
     # `uname -m` of the node. Not x86_64: a /usr/bin/uname wrapper says so,
@@ -159,6 +168,7 @@ mount -t tmpfs -o mode=1777 tmpfs "$S/root/dev/shm"
 mount --bind "$S/hw/sys/bus/pci" "$S/root/sys/bus/pci"
 mount --bind "$S/hw/sys/module" "$S/root/sys/module"
 mount --bind "$S/hw/proc/driver" "$S/root/proc/driver"
+mount --bind "$S/hw/sys/firmware" "$S/root/sys/firmware"
 mkdir -m 0755 "$S/root/run/sshd"
 exec chroot "$S/root" /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config
 """
@@ -422,9 +432,15 @@ class Sandbox:
         (node.state / "work").mkdir(exist_ok=True)
         (node.state / "root").mkdir(exist_ok=True)
         for rel in HIDDEN:
-            mkparents(upper, rel)
-            if not os.path.lexists(upper / rel):
-                os.mknod(upper / rel, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            hide(upper, rel)
+        for rel in PCI_IDS:
+            own = node.hardware / rel
+            if own.is_file():
+                mkparents(upper, rel)
+                shutil.copyfile(own, upper / rel)
+                os.chmod(upper / rel, 0o644)
+            else:  # hidden whether or not this machine has one: the same node on any machine
+                hide(upper, rel)
         home = upper / "root"
         if not home.exists():
             home.mkdir(mode=0o700)
@@ -614,7 +630,7 @@ def copy_hardware(profile: Path, dest: Path):
     if not profile.is_dir():
         raise SandboxError(f"hardware profile {profile} is missing")
     shutil.copytree(profile, dest, symlinks=True, ignore=shutil.ignore_patterns(".keep"))
-    for sub in ("sys/bus/pci", "sys/module", "proc/driver"):
+    for sub in ("sys/bus/pci", "sys/module", "sys/firmware", "proc/driver"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -635,6 +651,13 @@ def mkparents(upper: Path, rel: str, dir_mode: int | None = None):
             os.chown(d, st.st_uid, st.st_gid)
         elif dir_mode is not None:
             os.chmod(d, dir_mode)
+
+
+def hide(upper: Path, rel: str):
+    """Hides a path of this machine from a node: an overlayfs whiteout."""
+    mkparents(upper, rel)
+    if not os.path.lexists(upper / rel):
+        os.mknod(upper / rel, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
 def put(upper: Path, rel: str, text: str, mode: int, dir_mode: int | None = None):

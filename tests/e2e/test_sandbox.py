@@ -3,6 +3,7 @@ machine, SSH checks their host keys, and `up`/`down` work from separate
 processes (the way `make demo` and people use them)."""
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -36,6 +37,20 @@ def test_each_node_sees_its_own_hardware_and_a_fresh_root_home(sb):
     assert not sb.node("worker1").path("/usr/bin/nvidia-container-runtime").exists()
     assert not sb.node("worker1").path("/root/.cargo").exists(), "this machine's root home stays hidden"
     assert sb.node("worker1").path("/root/.ssh/authorized_keys").exists()
+
+
+def test_a_node_has_its_profiles_pci_ids_and_firmware_never_this_machines(sb, sandbox_factory):
+    """The GPU name detection reads from pci.ids, and the driver's Secure Boot
+    check from /sys/firmware, must not depend on the machine running the tests."""
+    for rel in sandbox.PCI_IDS:
+        assert not sb.node("worker1").path(rel).exists(), f"{rel} of this machine is visible on a node"
+        st = os.lstat(sb.node("worker1").upper / rel)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0, f"{rel} is not hidden by a whiteout"
+    assert os.listdir(sb.node("worker1").path("/sys/firmware")) == [], "no EFI, no ACPI: the profile has none"
+    [consumer] = sandbox_factory(["consumer"]).nodes
+    shipped = (sandbox.FIXTURES / "profiles/consumer/usr/share/misc/pci.ids").read_bytes()
+    assert consumer.path("/usr/share/misc/pci.ids").read_bytes() == shipped
+    assert not consumer.path("/usr/share/hwdata/pci.ids").exists()
 
 
 def test_ssh_checks_the_node_host_keys(sb, ansible_factory, tmp_path):
