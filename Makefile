@@ -59,6 +59,18 @@ BENCH_SIDES   ?= ours,baseline
 bench: deps build
 	$(PYTHON) bench/run.py --nodes "$(BENCH_NODES)" --repeats $(BENCH_REPEATS) --sides $(BENCH_SIDES)
 
+## collection: the Ansible collection gpunode.k8s_gpu with the binaries of every module in MODULES
+## for every arch in ARCHES inside: $(COLLECTION_OUT)/gpunode-k8s_gpu-<Cargo.toml's version>.tar.gz
+COLLECTION_OUT ?= dist
+.PHONY: collection
+collection: build deps-python
+	$(PYTHON) collection/build.py --modules "$(MODULES)" --arches "$(ARCHES)" --output-dir $(COLLECTION_OUT)
+
+## bench-collection: the collection tarball's size and its install time on each tested ansible-core (README's numbers)
+.PHONY: bench-collection
+bench-collection: collection venvs
+	$(PYTHON) bench/collection.py "$$(ls -t $(COLLECTION_OUT)/gpunode-k8s_gpu-*.tar.gz | head -1)"
+
 ## lint: Rust formatting and clippy (warnings denied), yamllint and ansible-lint (production profile)
 lint: deps-python
 	cargo fmt --all -- --check

@@ -49,10 +49,17 @@ else:
     def parse_module_result(action, res):
         return action._parse_returned_data(res, "legacy")
 
-# dist/<arch>/<module>, relative to this file (plugins/action/). Not under
-# library/: Ansible searches two levels of subfolders of its module path and
-# would run a binary it found there directly, for any architecture.
-BIN_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "dist"))
+# dist/<arch>/<module>, relative to this file (plugins/action/): the same
+# path in the repository (`make build` puts them there) and in the installed
+# collection gpunode.k8s_gpu, whose tarball keeps that layout
+# (collection/build.py). Not under library/ or plugins/modules/: Ansible
+# searches subfolders of its module path and would run a binary it found there
+# directly, for any architecture.
+PLUGIN_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", ".."))
+BIN_DIR = os.path.join(PLUGIN_ROOT, "dist")
+# An installed collection has MANIFEST.json at its root (ansible-galaxy writes
+# it); the repository has none. It only changes what a missing build's error says.
+IN_COLLECTION = os.path.isfile(os.path.join(PLUGIN_ROOT, "MANIFEST.json"))
 # Node architectures as `uname -m` prints them, and the names Arm servers also use.
 ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 # Where binaries are cached on the node: private to the user the module runs
@@ -123,6 +130,13 @@ def node_arch(stderr):
     return None
 
 
+def missing_build_fix():
+    """What to do when a module has no build at all, where this plugin is."""
+    if IN_COLLECTION:
+        return "this installed collection is incomplete; install its tarball again (ansible-galaxy collection install --force)"
+    return "run `make build` first"
+
+
 def local_binaries(module):
     """The builds of `module` that exist, by architecture."""
     found = {}
@@ -144,7 +158,7 @@ class ActionModule(ActionBase):
         module = self._task.action.rpartition(".")[2]
         binaries = local_binaries(module)
         if not binaries:
-            return failed(result, f"no build of the {module} module in {BIN_DIR}: run `make build` first")
+            return failed(result, f"no build of the {module} module in {BIN_DIR}: {missing_build_fix()}")
         if not self._connection.has_pipelining:
             return failed(
                 result,
