@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-MODULES   := nvidia_gpu_facts containerd_runtime_config nvidia_driver_install
+MODULES   := nvidia_gpu_facts containerd_runtime_config nvidia_driver_install nvidia_cdi_spec
 # Rust target triple -> the architecture name `uname -m` gives on the node.
 ARCHES    := x86_64 aarch64
 TARGET_x86_64  := x86_64-unknown-linux-musl
