@@ -11,7 +11,7 @@ VENV      := .venv
 PYTHON    := $(VENV)/bin/python
 ANSIBLE_CORE_VERSION := 2.19.14
 
-.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system
+.PHONY: all build cri-client test test-rust test-ansible lint clean demo bench deps deps-python deps-system
 all: build
 
 ## build: static musl binaries of every module, per architecture, into dist/<arch>/
@@ -34,11 +34,18 @@ build:
 	  printf '  %-48s %8d  %s\n' "$$f" "$$(stat -c %s $$f)" "$$(file -b $$f | sed -E "s/, BuildID[^,]*//")"; \
 	done
 
+## cri-client: the tests' CRI v1 client (tests/cri-client, its own workspace): talks to
+## containerd as the kubelet does; built for the tests only, never copied into dist/
+CRI_CLIENT := tests/cri-client/target/x86_64-unknown-linux-musl/release/cri-client
+cri-client: deps-system
+	cargo build --quiet --release --locked --manifest-path tests/cri-client/Cargo.toml --target x86_64-unknown-linux-musl
+
 ## test: everything CI runs: installs what the tests need, then Rust and Ansible tests
-test: deps build test-rust test-ansible
+test: deps build cri-client test-rust test-ansible
 
 test-rust:
 	cargo test --workspace --locked --quiet
+	cargo test --locked --quiet --manifest-path tests/cri-client/Cargo.toml
 
 test-ansible:
 	$(PYTHON) -m pytest -q tests
@@ -56,9 +63,11 @@ bench: deps build
 	$(PYTHON) bench/run.py --nodes "$(BENCH_NODES)" --repeats $(BENCH_REPEATS) --sides $(BENCH_SIDES)
 
 ## lint: Rust formatting and clippy (warnings denied), yamllint and ansible-lint (production profile)
-lint: deps-python
+lint: deps-python deps-system
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo fmt --manifest-path tests/cri-client/Cargo.toml -- --check
+	cargo clippy --manifest-path tests/cri-client/Cargo.toml --all-targets --locked -- -D warnings
 	$(VENV)/bin/yamllint --strict .
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint --nocolor
 
@@ -66,10 +75,12 @@ deps: deps-system deps-python
 
 # Debian packages the tests drive for real: sshd for the sandbox nodes (ssh,
 # ssh-keygen to reach them),
-# containerd to validate configs, qemu to run the aarch64 modules, file.
+# containerd to validate configs, qemu to run the aarch64 modules, file;
+# protoc (protobuf-compiler) for the CRI bindings of tests/cri-client, runc to
+# run its containers.
 deps-system:
 	@missing=""; \
-	for pair in sshd:openssh-server ssh-keygen:openssh-client containerd:containerd qemu-aarch64-static:qemu-user-static file:file; do \
+	for pair in sshd:openssh-server ssh-keygen:openssh-client containerd:containerd qemu-aarch64-static:qemu-user-static file:file protoc:protobuf-compiler runc:runc; do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
