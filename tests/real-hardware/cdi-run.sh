@@ -60,6 +60,8 @@ chmod 755 /usr/bin/nvidia-container-runtime
 EXTRA=(-e install_os_packages=false -e containerd_install=false -e nvidia_container_toolkit_install=false
        -e "ansible_python_interpreter=$(command -v python3)")
 [ -d /run/systemd/system ] || EXTRA+=(-e containerd_systemd_cgroup=false)
+# A kernel without overlayfs gets the native snapshotter (said in the output).
+grep -qw overlay /proc/filesystems || EXTRA+=(-e '{"containerd_template_vars": {"snapshotter": "native"}}')
 if [ -d /run/systemd/system ]; then
     printf '[Service]\nEnvironment=PATH=%s:/usr/sbin:/usr/bin:/sbin:/bin\nExecStart=%s/containerd\nDelegate=yes\nKillMode=process\n' "$BIN" "$BIN" \
         > /etc/systemd/system/containerd.service && systemctl daemon-reload
@@ -77,7 +79,9 @@ cat /etc/cdi/nvidia.yaml; cp /etc/cdi/nvidia.yaml "$OUT/nvidia.yaml"
 end
 section "containerd's config (the runtimes)"
 cp /etc/containerd/config.toml "$OUT/config.toml"
-grep -nE 'version|default_runtime_name|runtimes\.|BinaryName|SystemdCgroup|sandbox|cdi' /etc/containerd/config.toml
+grep -nE 'version|default_runtime_name|runtimes\.|BinaryName|SystemdCgroup|sandbox|cdi|snapshotter' /etc/containerd/config.toml
+echo "--- containerd config dump (what 2.1.9 reads, CDI settings):"
+containerd --config /etc/containerd/config.toml config dump 2>&1 | grep -E 'enable_cdi|cdi_spec_dirs'
 end
 
 section "containerd 2.1.9 started with that config"
