@@ -44,6 +44,9 @@ ls -l /dev/nvidia* 2>&1
 echo "driver files:"; ls /usr/local/nvidia/lib64 | grep -c 'so' ; ls -l /usr/local/nvidia/bin/nvidia-smi 2>&1
 echo "NVIDIA container toolkit:"; for t in nvidia-ctk nvidia-container-runtime nvidia-container-runtime-hook nvidia-cdi-hook; do command -v $t || echo "  $t: not installed"; done
 containerd --version; runc --version | head -1
+echo "capabilities: $(grep CapEff /proc/self/status)"
+if (echo -998 > /proc/self/oom_score_adj) 2>/dev/null; then OOM_OK=1; echo "a negative oom_score_adj is allowed";
+else OOM_OK=0; echo "a negative oom_score_adj is refused (Permission denied): no CAP_SYS_RESOURCE here"; fi
 end
 
 cat > /usr/bin/nvidia-container-runtime <<'EOF'
@@ -53,7 +56,10 @@ cat > /usr/bin/nvidia-container-runtime <<'EOF'
 # call, then runs runc, as the real runtime does after its own work.
 case "$1" in --version|-v) echo "nvidia-container-runtime STAND-IN (cdi-run.sh); runs runc"; exit 0 ;; esac
 echo "$(date -u +%T) nvidia-container-runtime stand-in: $*" >> /var/log/nvidia-runtime-stand-in.log
-exec runc "$@"
+runc "$@"; rc=$?
+# On a failure, keep runc's log (the shim removes it with the bundle).
+prev=; for a in "$@"; do [ "$prev" = --log ] && [ $rc -ne 0 ] && grep -v '"level":"debug"' "$a" >> /var/log/nvidia-runtime-stand-in.log; prev=$a; done
+exit $rc
 EOF
 chmod 755 /usr/bin/nvidia-container-runtime
 : > "$STANDIN_LOG"
@@ -85,8 +91,18 @@ containerd --config /etc/containerd/config.toml config dump 2>&1 | grep -E 'enab
 end
 
 section "containerd 2.1.9 started with that config"
+CONFIG=/etc/containerd/config.toml
+if [ "$OOM_OK" = 0 ]; then
+    # containerd gives pod sandboxes oom_score_adj -998, which this node's
+    # kernel refuses (no CAP_SYS_RESOURCE: runc dies with "failed to update
+    # /proc/self/oom_score_adj"). containerd's own answer for such hosts is
+    # restrict_oom_score_adj; it goes into a copy, the written file stays.
+    mkdir -p /run/cdi-run && CONFIG=/run/cdi-run/config.toml
+    sed 's|^\[plugins."io.containerd.cri.v1.runtime"\]$|&\n  restrict_oom_score_adj = true|' /etc/containerd/config.toml > "$CONFIG"
+    echo "started with a copy that adds restrict_oom_score_adj = true; diff:"; diff /etc/containerd/config.toml "$CONFIG"
+fi
 if ! [ -S "$SOCK" ]; then
-    setsid containerd --config /etc/containerd/config.toml > "$OUT/containerd.log" 2>&1 < /dev/null &
+    setsid containerd --config "$CONFIG" > "$OUT/containerd.log" 2>&1 < /dev/null &
     echo "started, pid $!"
 fi
 for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.2; done
