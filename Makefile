@@ -45,7 +45,7 @@ test: deps build cri-client test-rust test-ansible
 
 test-rust:
 	cargo test --workspace --locked --quiet
-	cargo test --locked --quiet --manifest-path tests/cri-client/Cargo.toml
+	cargo test --locked --quiet --release --target x86_64-unknown-linux-musl --manifest-path tests/cri-client/Cargo.toml
 
 test-ansible:
 	$(PYTHON) -m pytest -q tests

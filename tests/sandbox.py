@@ -81,6 +81,9 @@ class Profile:
     # /etc/os-release, or (node path, text, mode) for a stand-in program.
     # Written to its upper directory before it starts (mode 0644 unless given).
     files: tuple = ()
+    # The files a loaded driver leaves (driver_files()): like `files`, kept
+    # apart so that a variant with other `files` keeps them.
+    driver_files: tuple = ()
     # Symbolic links of the node: (node path, target) pairs (the driver's
     # libcuda.so.1 -> libcuda.so.<version>).
     links: tuple = ()
@@ -96,6 +99,17 @@ class Profile:
         return dataclasses.replace(self, **changes)
 
 
+# The driver's tools on GPU profiles: nvidia-smi answers the driver version
+# (what nvidia_driver_install asks after an install) from the node's
+# /sys/module/nvidia/version; anything else fails, saying why.
+TOOL_STAND_IN = """#!/bin/sh
+# Stand-in for a tool of the NVIDIA driver, written by tests/sandbox.py: no GPU here.
+case "$*" in
+  *--query-gpu=driver_version*) cat /sys/module/nvidia/version; exit 0 ;;
+esac
+echo "${0##*/}: sandbox stand-in, no GPU behind this node's driver files" >&2
+exit 9
+"""
 DRIVER_LIBRARIES = ("libcuda", "libnvidia-ml", "libnvidia-ptxjitcompiler", "libnvidia-nvvm")
 
 
@@ -113,7 +127,7 @@ def driver_files(version, libdir, bindir, gpus, modeset=False, caps=False, firmw
             files.append((f"{libdir}/{lib}.so.{stale}", f"stand-in for {lib} {stale}\n"))
     links.append((f"{libdir}/libcuda.so", "libcuda.so.1"))
     for tool in tools:
-        files.append((f"{bindir}/{tool}", "#!/bin/sh\necho 'stand-in: no GPU here' >&2; exit 9\n", 0o755))
+        files.append((f"{bindir}/{tool}", TOOL_STAND_IN, 0o755))
     if firmware:
         # /lib is a link to usr/lib on this machine: a file under /lib would hide it.
         for name in ("gsp_ga10x.bin", "gsp_tu10x.bin"):
@@ -124,7 +138,7 @@ def driver_files(version, libdir, bindir, gpus, modeset=False, caps=False, firmw
         devices.append(("/dev/nvidia-modeset", 195, 254))
     if caps:
         devices += [("/dev/nvidia-caps/nvidia-cap1", 234, 1), ("/dev/nvidia-caps/nvidia-cap2", 234, 2)]
-    return {"files": tuple(files), "links": tuple(links), "devices": tuple(devices)}
+    return {"driver_files": tuple(files), "links": tuple(links), "devices": tuple(devices)}
 
 
 PROFILES = {
@@ -504,7 +518,7 @@ class Sandbox:
                 if not (upper / "var/cache/apt" / name).exists():
                     os.link(apt_cache / name, upper / "var/cache/apt" / name)
             put(upper, "etc/apt/apt.conf.d/zzzz-gpu-sandbox-pkgcache", APT_CACHE_CONF, 0o644)
-        for node_path, text, *mode in node.profile.files:
+        for node_path, text, *mode in node.profile.driver_files + node.profile.files:
             put(upper, node_path.lstrip("/"), text, mode[0] if mode else 0o644)
         for node_path, target in node.profile.links:
             mkparents(upper, node_path.lstrip("/"))

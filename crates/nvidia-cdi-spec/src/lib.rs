@@ -75,7 +75,8 @@ pub enum Error {
     NoDeviceFiles(Vec<String>),
     #[error(
         "no library of the running driver {version} (lib*.so.{version}) in {}: set \
-         library_dirs to the folder where the driver's user-space libraries are installed",
+         library_dirs to the folder where the driver's user-space libraries are installed \
+         (after a driver upgrade whose kernel module is not loaded yet, reboot first)",
         dirs.join(", ")
     )]
     NoLibraries { version: String, dirs: Vec<String> },
