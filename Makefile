@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-MODULES   := nvidia_gpu_facts containerd_runtime_config nvidia_driver_install
+MODULES   := nvidia_gpu_facts containerd_runtime_config nvidia_driver_install nvidia_cdi_spec
 # Rust target triple -> the architecture name `uname -m` gives on the node.
 ARCHES    := x86_64 aarch64
 TARGET_x86_64  := x86_64-unknown-linux-musl
@@ -15,7 +15,7 @@ ANSIBLE_CORE_RELEASES := $(shell grep -E '^[0-9]' tests/ansible-core-releases.tx
 # The Python those venvs run on: one that every release above supports.
 VENVS_PYTHON ?= python3
 
-.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system venvs deps-containerd
+.PHONY: all build test test-rust test-ansible lint clean demo bench deps deps-python deps-system venvs deps-containerd cri-client
 all: build
 
 ## build: static musl binaries of every module, per architecture, into dist/<arch>/
@@ -38,11 +38,18 @@ build:
 	  printf '  %-48s %8d  %s\n' "$$f" "$$(stat -c %s $$f)" "$$(file -b $$f | sed -E "s/, BuildID[^,]*//")"; \
 	done
 
+## cri-client: the tests' CRI v1 client (tests/cri-client, its own workspace): talks to
+## containerd as the kubelet does; built for the tests only, never copied into dist/
+CRI_CLIENT := tests/cri-client/target/x86_64-unknown-linux-musl/release/cri-client
+cri-client: deps-system
+	cargo build --quiet --release --locked --manifest-path tests/cri-client/Cargo.toml --target x86_64-unknown-linux-musl
+
 ## test: everything CI runs: installs what the tests need, then Rust and Ansible tests
-test: deps venvs build test-rust test-ansible
+test: deps venvs build cri-client test-rust test-ansible
 
 test-rust:
 	cargo test --workspace --locked --quiet
+	cargo test --locked --quiet --release --target x86_64-unknown-linux-musl --manifest-path tests/cri-client/Cargo.toml
 
 test-ansible:
 	$(PYTHON) -m pytest -q tests
@@ -72,9 +79,11 @@ bench-collection: collection venvs
 	$(PYTHON) bench/collection.py "$$(ls -t $(COLLECTION_OUT)/gpunode-k8s_gpu-*.tar.gz | head -1)"
 
 ## lint: Rust formatting and clippy (warnings denied), yamllint and ansible-lint (production profile)
-lint: deps-python
+lint: deps-python deps-system
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo fmt --manifest-path tests/cri-client/Cargo.toml -- --check
+	cargo clippy --manifest-path tests/cri-client/Cargo.toml --all-targets --locked -- -D warnings
 	$(VENV)/bin/yamllint --strict .
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint --nocolor
 
@@ -83,7 +92,8 @@ deps: deps-system deps-python deps-containerd
 # Debian packages the tests drive for real: sshd for the sandbox nodes (ssh,
 # ssh-keygen to reach them), qemu to run the aarch64 modules, file.
 # containerd is not installed system-wide: the tests run real releases from
-# deps-containerd.
+# deps-containerd. protoc (protobuf-compiler) builds the CRI bindings of
+# tests/cri-client.
 # Sandbox nodes run this machine's userland: what the roles install on a
 # Debian node (install_os_package) and what Ansible's apt module needs must be
 # here too, or a node would try to install them and each test's result would
@@ -91,7 +101,7 @@ deps: deps-system deps-python deps-containerd
 NODE_PACKAGES := python3 python3-apt ca-certificates curl gnupg
 deps-system:
 	@missing=""; \
-	for pair in sshd:openssh-server ssh-keygen:openssh-client qemu-aarch64-static:qemu-user-static file:file; do \
+	for pair in sshd:openssh-server ssh-keygen:openssh-client qemu-aarch64-static:qemu-user-static file:file protoc:protobuf-compiler; do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	for p in $(NODE_PACKAGES); do \

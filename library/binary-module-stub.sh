@@ -1,7 +1,7 @@
 #!/bin/sh
 # Stand-in for this project's Rust modules in Ansible's module path.
 #
-# Each module (nvidia_gpu_facts, containerd_runtime_config,
+# Each module (nvidia_gpu_facts, containerd_runtime_config, nvidia_cdi_spec,
 # nvidia_driver_install) is a static binary per architecture in dist/<arch>/
 # (`make build`), run by the action plugin of the same name in plugins/action/.
 # The files of those names here are links to this script: they give

@@ -111,31 +111,94 @@ class Profile:
     # as after installing a package. None: the node has whatever this
     # machine has. Chosen per node with `PROFILE@RELEASE` (`h200@2.1`).
     containerd: str | None = DEFAULT_CONTAINERD
+    # The files a loaded driver leaves (driver_files()): like `files`, kept
+    # apart so that a variant with other `files` keeps them.
+    driver_files: tuple = ()
+    # Symbolic links of the node: (node path, target) pairs (the driver's
+    # libcuda.so.1 -> libcuda.so.<version>).
+    links: tuple = ()
+    # Character devices of the node: (node path under /dev, major, minor).
+    # Made with mknod in a folder of the node's own that is laid over this
+    # machine's /dev in its mount namespace (read-only), so that the node
+    # sees /dev/nvidia0 and this machine's /dev is never written. They are
+    # real device files with the NVIDIA driver's numbers; no driver answers
+    # behind them (nothing here opens them).
+    devices: tuple = ()
 
     def variant(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
+
+
+# The driver's tools on GPU profiles: nvidia-smi answers the driver version
+# (what nvidia_driver_install asks after an install) from the node's
+# /sys/module/nvidia/version; anything else fails, saying why.
+TOOL_STAND_IN = """#!/bin/sh
+# Stand-in for a tool of the NVIDIA driver, written by tests/sandbox.py: no GPU here.
+case "$*" in
+  *--query-gpu=driver_version*) cat /sys/module/nvidia/version; exit 0 ;;
+esac
+echo "${0##*/}: sandbox stand-in, no GPU behind this node's driver files" >&2
+exit 9
+"""
+DRIVER_LIBRARIES = ("libcuda", "libnvidia-ml", "libnvidia-ptxjitcompiler", "libnvidia-nvvm")
+
+
+def driver_files(version, libdir, bindir, gpus, modeset=False, caps=False, firmware=False,
+                 tools=("nvidia-smi",), stale=None):
+    """What an installed, loaded NVIDIA driver leaves on a node, as stand-ins
+    (the libraries are text files): its libraries and the links to them in
+    `libdir`, its tools in `bindir`, GSP firmware, and its device files.
+    `stale`: libraries of an older driver left beside them."""
+    files, links = [], []
+    for lib in DRIVER_LIBRARIES:
+        files.append((f"{libdir}/{lib}.so.{version}", f"stand-in for {lib} {version}\n"))
+        links.append((f"{libdir}/{lib}.so.1", f"{lib}.so.{version}"))
+        if stale:
+            files.append((f"{libdir}/{lib}.so.{stale}", f"stand-in for {lib} {stale}\n"))
+    links.append((f"{libdir}/libcuda.so", "libcuda.so.1"))
+    for tool in tools:
+        files.append((f"{bindir}/{tool}", TOOL_STAND_IN, 0o755))
+    if firmware:
+        # /lib is a link to usr/lib on this machine: a file under /lib would hide it.
+        for name in ("gsp_ga10x.bin", "gsp_tu10x.bin"):
+            files.append((f"/usr/lib/firmware/nvidia/{version}/{name}", "stand-in firmware\n"))
+    devices = [(f"/dev/nvidia{i}", 195, i) for i in range(gpus)]
+    devices += [("/dev/nvidiactl", 195, 255), ("/dev/nvidia-uvm", 509, 0), ("/dev/nvidia-uvm-tools", 509, 1)]
+    if modeset:
+        devices.append(("/dev/nvidia-modeset", 195, 254))
+    if caps:
+        devices += [("/dev/nvidia-caps/nvidia-cap1", 234, 1), ("/dev/nvidia-caps/nvidia-cap2", 234, 2)]
+    return {"driver_files": tuple(files), "links": tuple(links), "devices": tuple(devices)}
 
 
 PROFILES = {
     p.name: p
     for p in [
         Profile("cpu", FIXTURES / "profiles/cpu", "no NVIDIA device"),
-        Profile("h200", FIXTURES / "h200-vm", "real capture: 1 H200, open driver 580.159.04", container_runtime=True),
-        Profile("hgx-h100", FIXTURES / "profiles/hgx-h100", "8 H100 + 4 NVSwitches, open driver 570", container_runtime=True),
+        Profile("h200", FIXTURES / "h200-vm", "real capture: 1 H200, open driver 580.159.04", container_runtime=True,
+                **driver_files("580.159.04", "/usr/local/nvidia/lib64", "/usr/local/nvidia/bin", gpus=1)),
+        Profile("hgx-h100", FIXTURES / "profiles/hgx-h100", "8 H100 + 4 NVSwitches, open driver 570", container_runtime=True,
+                **driver_files("570.124.06", "/usr/lib/x86_64-linux-gnu", "/usr/bin", gpus=8, modeset=True, caps=True,
+                               firmware=True, tools=("nvidia-smi", "nvidia-persistenced", "nvidia-cuda-mps-control"))),
+        Profile("l40s", FIXTURES / "profiles/l40s", "2 L40S, proprietary driver 550, RHEL library layout", container_runtime=True,
+                **driver_files("550.163.01", "/usr/lib64", "/usr/bin", gpus=2, modeset=True, stale="535.247.01")),
         Profile("consumer", FIXTURES / "profiles/consumer", "RTX 2080 Ti with audio/USB/serial functions, nouveau", container_runtime=True),
         Profile("vfio", FIXTURES / "profiles/vfio", "A100 bound to vfio-pci, no driver", container_runtime=True),
         Profile("amd", FIXTURES / "profiles/amd", "AMD Instinct MI210, no NVIDIA device"),
-        Profile("gh200", FIXTURES / "profiles/gh200", "GH200 superchip, aarch64", arch="aarch64", container_runtime=True),
+        Profile("gh200", FIXTURES / "profiles/gh200", "GH200 superchip, aarch64", arch="aarch64", container_runtime=True,
+                **driver_files("580.159.04", "/usr/lib/aarch64-linux-gnu", "/usr/bin", gpus=1, firmware=True)),
         Profile("riscv64", FIXTURES / "profiles/cpu", "a CPU node of an architecture no module is built for", arch="riscv64"),
     ]
 }
 
 RUNTIME_STAND_IN = """#!/bin/sh
 # Stand-in for nvidia-container-runtime, written by tests/sandbox.py: sandbox
-# nodes install no NVIDIA package. Like the real one it is a runc shim.
+# nodes install no NVIDIA package. Like the real one it is a runc shim; it
+# records each call in /run (a tmpfs of the node: its files never change).
 case "$1" in
   --version|-v) echo "NVIDIA Container Runtime version 1.17.8 (sandbox stand-in)"; exit 0 ;;
 esac
+echo "$*" >> /run/nvidia-container-runtime.calls
 exec runc "$@"
 """
 
@@ -183,6 +246,10 @@ NODE_SCRIPT = r"""
 set -eu
 mount -t overlay overlay -o lowerdir=/,upperdir="$S/upper",workdir="$S/work" "$S/root"
 for d in proc sys dev; do mount --rbind "/$d" "$S/root/$d"; done
+if [ -d "$S/hw/dev" ]; then
+  mount -t overlay overlay -o lowerdir="$S/hw/dev":/dev "$S/root/dev"
+  mount --rbind /dev/pts "$S/root/dev/pts"
+fi
 mount -t tmpfs -o mode=0755 tmpfs "$S/root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$S/root/tmp"
 mount -t tmpfs -o mode=1777 tmpfs "$S/root/dev/shm"
@@ -510,8 +577,17 @@ class Sandbox:
                     os.symlink(target, upper / rel)
             if not (upper / "etc/containerd/config.toml").exists():
                 put(upper, "etc/containerd/config.toml", files["config"], 0o644)
-        for node_path, text, *mode in node.profile.files:
+        for node_path, text, *mode in node.profile.driver_files + node.profile.files:
             put(upper, node_path.lstrip("/"), text, mode[0] if mode else 0o644)
+        for node_path, target in node.profile.links:
+            mkparents(upper, node_path.lstrip("/"))
+            if not os.path.lexists(upper / node_path.lstrip("/")):
+                os.symlink(target, upper / node_path.lstrip("/"))
+        for node_path, major, minor in node.profile.devices:
+            dev = node.hardware / node_path.lstrip("/")
+            dev.parent.mkdir(parents=True, exist_ok=True)
+            if not os.path.lexists(dev):
+                os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(major, minor))
 
     def _spawn(self, node: Node) -> subprocess.Popen:
         log = open(self.dir / "logs" / f"{node.name}.log", "ab")

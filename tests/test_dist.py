@@ -19,6 +19,7 @@ BUDGET = {
     "nvidia_gpu_facts": 768 * KIB,
     "nvidia_driver_install": 768 * KIB,
     "containerd_runtime_config": 1536 * KIB,
+    "nvidia_cdi_spec": 768 * KIB,
 }
 MODULES = sorted(BUDGET)
 ARCHES = ["x86_64", "aarch64"]
@@ -64,6 +65,12 @@ def args_cases(tmp_path):
             {"nvidia_runtime": "maybe"},
             {"nvidia_runtime": True, "mode": "nonsense"},
             {},
+        ],
+        "nvidia_cdi_spec": [
+            # The capture has no /dev: the answer names the missing device files.
+            {"root": str(H200), "path": str(tmp_path / "nvidia.yaml")},
+            {"root": str(HGX), "state": "bogus"},
+            {"root": str(REPO / "tests/fixtures/profiles/consumer")},
         ],
         "nvidia_driver_install": [
             {"version": "580.159.04", "root": str(H200)},

@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_DOC = REPO / ".venv/bin/ansible-doc"
-MODULES = ["nvidia_gpu_facts", "containerd_runtime_config", "nvidia_driver_install"]
+MODULES = ["nvidia_gpu_facts", "containerd_runtime_config", "nvidia_driver_install", "nvidia_cdi_spec"]
 
 
 def code_spec(module):

@@ -136,3 +136,33 @@ def test_gpu_test_pod_is_run_and_its_log_shown(sb, cluster):
     assert "--for=jsonpath={.status.phase}=Succeeded" in wait and "--timeout=300s" in wait
     shown = run.result("worker4", "Show what the test pod saw")["result"]["msg"]
     assert shown == ["GPU 0: NVIDIA H200 (UUID: GPU-00000000-0000-0000-0000-000000000000)"]
+
+
+@pytest.mark.parametrize("strategy", ["cdi-annotations", "cdi-cri"])
+def test_device_plugin_with_a_cdi_device_list_strategy(sb, cluster, strategy):
+    """DEVICE_LIST_STRATEGY=cdi-*: the plugin gets the driver root and the CDI
+    spec folder; the manifest stays valid. (No cluster runs here: what the
+    plugin then does is NVIDIA's, not checked.)"""
+    user, groups = cluster
+    user.playbook(K8S, "-i", str(groups), "-e", f"k8s_device_list_strategy={strategy}").expect_ok()
+    daemonset = next(d for d in applied_manifests(calls(sb)) if d["kind"] == "DaemonSet")
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(daemonset, version, strict=True)
+    pod_spec = daemonset["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {"FAIL_ON_INIT_ERROR": "false", "DEVICE_LIST_STRATEGY": strategy,
+                   "DEVICE_ID_STRATEGY": "uuid", "NVIDIA_DRIVER_ROOT": "/"}
+    mounts = {m["name"]: (m["mountPath"], m.get("readOnly", False)) for m in container["volumeMounts"]}
+    assert mounts == {"device-plugin": ("/var/lib/kubelet/device-plugins", False),
+                      "cdi-root": ("/var/run/cdi", False), "driver-root": ("/driver-root", True)}
+    volumes = {v["name"]: v["hostPath"] for v in pod_spec["volumes"]}
+    assert volumes["driver-root"] == {"path": "/", "type": "Directory"}
+    assert volumes["cdi-root"] == {"path": "/var/run/cdi", "type": "DirectoryOrCreate"}
+
+
+def test_an_unknown_device_list_strategy_is_refused(sb, cluster):
+    user, groups = cluster
+    run = user.playbook(K8S, "-i", str(groups), "-e", "k8s_device_list_strategy=cdi")
+    assert run.rc != 0
+    assert "k8s_device_list_strategy" in run.output

@@ -156,10 +156,14 @@ def test_changed_hardware_is_seen_on_the_next_run_of_that_node_only(sb, site, an
     user.playbook(site).expect_ok()
     h200 = sb.node("worker2")
     (h200.hardware / "sys/module/nvidia/version").write_text("580.200.01\n")
+    # A driver update brings its libraries; the CDI spec then lists them.
+    for lib in ("libcuda", "libnvidia-ml"):
+        h200.path(f"/usr/local/nvidia/lib64/{lib}.so.580.200.01").write_text("stand-in\n")
     assert h200.path("/sys/module/nvidia/version").read_text() == "580.200.01\n"
     assert sb.node("worker3").path("/sys/module/nvidia/version").read_text() == "570.124.06\n"
     run = user.playbook(site).expect_ok()
     assert role_changes(run, "worker2") == [DETECT]
+    assert run.result("worker2", "Write the CDI spec of the node's GPUs")["changed"]
     for host in ("worker1", "worker3", "worker4"):
         assert run.stats[host]["changed"] == 0, host
     assert user.cached_facts("worker2")["nvidia_driver_version"] == "580.200.01"
