@@ -219,6 +219,9 @@ def test_the_guides_gpu_fact_is_kept_decides_and_setup_works(sb, tmp_path):
             " ".join((run.stdout + run.stderr).split())
         assert w5.path(FACTS_FILE).read_text() == GUIDE_GPU_FACT and mode_of(w5, FACTS_FILE) == 0o755
         assert "nvidia" in w5.path("/etc/containerd/config.toml").read_text(), "set up as a GPU node"
+        # The guide's message names the file that decided, not a detection of 0 GPUs.
+        assert run.result(W5, "Display containerd configuration mode")["result"]["msg"] == \
+            "Configuring containerd with NVIDIA GPU runtime (set by the node's gpu.fact: has_nvidia_gpu=true)"
 
         ours = json.loads(w4.path(FACTS_FILE).read_text())
         assert ours["written_by"] == "nvidia_gpu_facts" and ours["nvidia_gpu_count"] == 1
