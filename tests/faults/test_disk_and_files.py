@@ -17,7 +17,8 @@ from conftest import BIN, REPO, run_module
 
 H200 = str(REPO / "tests/fixtures/h200-vm")
 CPU = str(REPO / "tests/fixtures/profiles/cpu")
-OLD = '{"old": true}\n'
+# Ours (the marker), with a count the H200 capture changes: a write is due.
+OLD = '{"written_by": "nvidia_gpu_facts", "nvidia_gpu_count": 0}\n'
 
 
 def needs_root():

@@ -775,9 +775,12 @@ fn commit(
     Ok(backups)
 }
 
-/// Creates `dir` and its missing parents (mode 0755); returns those created,
-/// outermost first, so that a failure can remove them again.
+/// Creates `dir` and its missing parents with mode 0755 whatever the umask
+/// (the action plugin's is 077: /etc/containerd must be as its package makes
+/// it, readable by all); returns those created, outermost first, so that a
+/// failure can remove them again.
 fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(d) = at {
@@ -790,6 +793,7 @@ fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     missing.reverse();
     for d in &missing {
         std::fs::create_dir(d)?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
     }
     Ok(missing)
 }
