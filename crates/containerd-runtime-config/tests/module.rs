@@ -99,7 +99,11 @@ impl Node {
         }
         let args_file = self.root.join("args.json");
         fs::write(&args_file, all.to_string()).unwrap();
-        let out = Command::new(MODULE).arg(&args_file).output().unwrap();
+        let out = Command::new(MODULE)
+            .arg(&args_file)
+            .env("PATH", path_with_containerd())
+            .output()
+            .unwrap();
         let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "the module printed no JSON ({e}): {}\n{}",
@@ -177,6 +181,18 @@ fn containerd() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("containerd")
+}
+
+/// PATH with containerd 1.6's folder first: the module asks the containerd
+/// it finds for its version and has it validate, as on a node with Debian's
+/// package. A fresh test machine has no containerd of its own.
+fn path_with_containerd() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = containerd().parent().unwrap().to_string_lossy().into_owned();
+        format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
+    })
+    .clone()
 }
 
 /// `containerd --config FILE config dump` succeeds and its effective
