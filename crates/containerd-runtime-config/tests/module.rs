@@ -189,7 +189,11 @@ fn containerd() -> PathBuf {
 fn path_with_containerd() -> String {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = containerd().parent().unwrap().to_string_lossy().into_owned();
+        let dir = containerd()
+            .parent()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
     })
     .clone()
