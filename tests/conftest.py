@@ -20,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sandbox  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
+
+from ansible_run import Ansible  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -47,3 +51,18 @@ def sandbox_factory(request, module_binaries):
     yield make
     for sb in started:
         sb.down()
+
+
+@pytest.fixture
+def ansible_factory(tmp_path):
+    """Ansible users, each with their own fact cache, for one test."""
+    made = []
+
+    def make(inventory, name="ansible"):
+        a = Ansible(inventory, tmp_path / name)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.close()

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ansible_run import REPO, Ansible, controller_releases, newest_release  # noqa: E402
+from ansible_run import REPO, controller_releases, newest_release  # noqa: E402
 
 SITE = REPO / "site.yml"
 
@@ -30,20 +30,6 @@ def setup_playbook() -> Path:
 def site():
     return setup_playbook()
 
-
-@pytest.fixture
-def ansible_factory(tmp_path):
-    """Ansible users, each with their own fact cache, for one test."""
-    made = []
-
-    def make(inventory, name="ansible"):
-        a = Ansible(inventory, tmp_path / name)
-        made.append(a)
-        return a
-
-    yield make
-    for a in made:
-        a.close()
 
 
 def pytest_generate_tests(metafunc):

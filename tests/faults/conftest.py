@@ -20,7 +20,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 
-from ansible_run import REPO, Ansible  # noqa: E402
+from ansible_run import REPO  # noqa: E402
 
 BIN = REPO / "dist" / "x86_64"
 TRIED = collections.Counter()
@@ -100,15 +100,3 @@ def built():
     return BIN
 
 
-@pytest.fixture
-def ansible_factory(tmp_path):
-    made = []
-
-    def make(inventory, name="ansible"):
-        a = Ansible(inventory, tmp_path / name)
-        made.append(a)
-        return a
-
-    yield make
-    for a in made:
-        a.close()

@@ -98,19 +98,7 @@ impl Node {
     /// The default runtime the daemon of `version` would run pods with,
     /// reading the real file from `/` as systemd starts it.
     fn effective_default(&self, version: &str) -> String {
-        let out = Command::new(containerd(version))
-            .arg("--config")
-            .arg(self.config())
-            .args(["config", "dump"])
-            .current_dir("/")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dump: toml_edit::DocumentMut = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+        let dump = dump(version, &self.config());
         let cri = if dump["version"].as_integer() == Some(3) {
             &dump["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]
         } else {
