@@ -157,10 +157,10 @@ pub fn checksum_of(path: &Path, actual: std::io::Result<String>, expected: &Chec
 }
 
 /// The kernel module type decision, as a check.
-pub fn kernel_module_type(decision: &Result<Decision, String>) -> Check {
+pub fn kernel_module_type(decision: &Result<Decision, crate::Error>) -> Check {
     match decision {
         Ok(d) => Check::pass("kernel_module_type", d.reason.clone()),
-        Err(why) => Check::fail("kernel_module_type", why.clone()),
+        Err(why) => Check::fail("kernel_module_type", why.to_string()),
     }
 }
 
@@ -540,34 +540,7 @@ fn running_installers(root: &Root) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::Output;
-    use std::collections::HashMap;
-    use std::io;
-
-    /// A machine with the given programs and free space everywhere.
-    struct Fake {
-        programs: Vec<&'static str>,
-        free_mb: HashMap<&'static str, u64>,
-    }
-
-    impl System for Fake {
-        fn find_program(&self, name: &str) -> Option<PathBuf> {
-            self.programs
-                .contains(&name)
-                .then(|| Path::new("/usr/bin").join(name))
-        }
-        fn run(&self, _argv: &[String]) -> io::Result<Output> {
-            unreachable!("pre-flight checks run nothing")
-        }
-        fn free_bytes(&self, path: &Path) -> io::Result<u64> {
-            let mb = self
-                .free_mb
-                .iter()
-                .find(|(suffix, _)| path.ends_with(suffix.trim_start_matches('/')))
-                .map_or(100_000, |(_, mb)| *mb);
-            Ok(mb << 20)
-        }
-    }
+    use crate::system::fake::FakeSystem;
 
     fn scratch(name: &str) -> (PathBuf, Root) {
         let dir =
@@ -648,10 +621,7 @@ mod tests {
         for d in ["tmp", "usr", "lib/modules"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        let sys = Fake {
-            programs: vec![],
-            free_mb: HashMap::from([("/tmp", 300), ("/usr", 5000)]),
-        };
+        let sys = FakeSystem::new().free_mb("/tmp", 300).free_mb("/usr", 5000);
         let check = free_space(&root, &sys, &space_paths(None), 1024);
         assert!(!check.ok);
         assert!(
@@ -672,10 +642,7 @@ mod tests {
 
     #[test]
     fn build_tools_are_looked_up_on_path() {
-        let none = Fake {
-            programs: vec![],
-            free_mb: HashMap::new(),
-        };
+        let none = FakeSystem::new();
         let c = compiler(&none, Some("RedHat"));
         assert_eq!(
             c.message,
@@ -683,10 +650,7 @@ mod tests {
              install `dnf install gcc`"
         );
         assert!(dkms(&none, Some("RedHat")).message.contains("(from EPEL)"));
-        let gcc_only = Fake {
-            programs: vec!["gcc", "make"],
-            free_mb: HashMap::new(),
-        };
+        let gcc_only = FakeSystem::new().program("gcc").program("make");
         assert!(compiler(&gcc_only, None).ok && make(&gcc_only, None).ok);
     }
 
