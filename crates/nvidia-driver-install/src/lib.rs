@@ -348,6 +348,9 @@ fn fetch_first(opts: &Options, plan: &Plan) -> Option<String> {
     Some(format!("would fetch {from} to {}", to.display()))
 }
 
+#[cfg(test)]
+mod flow_tests;
+
 /// Where the installer's private copy is made.
 fn staging_parent(sys: &dyn System) -> PathBuf {
     stage::parent_dir(sys.tmpdir().as_deref())
@@ -463,10 +466,19 @@ fn plan(
         .clone()
         .filter(|_| staging.is_none() && installer_is_missing(opts, &installer_check));
     let (mut checks, staged) = match &to_fetch {
-        Some(from) => (vec![Check::pass("installer", format!(
-            "{} is not on the node yet: a real run fetches it from {from} first",
-            opts.installer.as_deref().unwrap_or(Path::new("the installer")).display()
-        ))], None),
+        Some(from) => (
+            vec![Check::pass(
+                "installer",
+                format!(
+                    "{} is not on the node yet: a real run fetches it from {from} first",
+                    opts.installer
+                        .as_deref()
+                        .unwrap_or(Path::new("the installer"))
+                        .display()
+                ),
+            )],
+            None,
+        ),
         None => installer_checks(opts, req, installer_check, staging),
     };
     checks.push(preflight::kernel_module_type(&decision));
@@ -615,13 +627,19 @@ fn retire_nouveau(
 ) -> Result<Outcome, Failure> {
     let path = root.path(nouveau::BLACKLIST_PATH);
     let mtime_before = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let file = fs::converge_file(&path, nouveau::BLACKLIST.as_bytes(), 0o644, false, check_mode)
-        .map_err(|e| {
-            failure(
-                format!("cannot write {}: {e}", nouveau::BLACKLIST_PATH),
-                values.clone(),
-            )
-        })?;
+    let file = fs::converge_file(
+        &path,
+        nouveau::BLACKLIST.as_bytes(),
+        0o644,
+        false,
+        check_mode,
+    )
+    .map_err(|e| {
+        failure(
+            format!("cannot write {}: {e}", nouveau::BLACKLIST_PATH),
+            values.clone(),
+        )
+    })?;
     let rebuild = opts.rebuild_initramfs
         && nouveau::initramfs_needs_rebuild(file.changed, mtime_before, nouveau::boot_time(root));
     let initramfs = rebuild.then(|| nouveau::initramfs_command(sys)).flatten();
@@ -752,7 +770,11 @@ fn run_installer(
         ));
     }
     check_nvidia_smi(req, sys, argv, &mut values)?;
-    let dkms = if opts.dkms { ", registered with DKMS" } else { "" };
+    let dkms = if opts.dkms {
+        ", registered with DKMS"
+    } else {
+        ""
+    };
     Ok(with_values(
         Outcome::new(true)
             .msg(format!(

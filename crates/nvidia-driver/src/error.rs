@@ -99,9 +99,9 @@ impl Error {
     /// The file the error is about, for the failure's return values.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            Error::LockBusy { path, .. } | Error::LockIo { path, .. } | Error::LockUnsafe { path, .. } => {
-                Some(path)
-            }
+            Error::LockBusy { path, .. }
+            | Error::LockIo { path, .. }
+            | Error::LockUnsafe { path, .. } => Some(path),
             _ => None,
         }
     }

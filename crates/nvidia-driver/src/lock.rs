@@ -13,6 +13,7 @@
 //! it is a regular file of this user with one link that others cannot write:
 //! another user's file is refused, naming its owner, and never read.
 
+use crate::Error;
 use rustix::fs::{flock, FlockOperation, OFlags};
 use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
@@ -20,7 +21,6 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use crate::Error;
 
 /// The default lock file (a node path).
 pub const DEFAULT_LOCK_PATH: &str = "/run/lock/nvidia-driver-install.lock";

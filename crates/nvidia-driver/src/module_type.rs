@@ -164,7 +164,11 @@ pub fn decide(
                 module_type: ModuleType::Open,
                 reason: format!("open: {open_only} works only with the open kernel modules"),
             }),
-            (None, None) => Ok(auto_without_constraints(version, &classified, version.branch())),
+            (None, None) => Ok(auto_without_constraints(
+                version,
+                &classified,
+                version.branch(),
+            )),
         },
     }
 }

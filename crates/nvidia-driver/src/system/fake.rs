@@ -110,7 +110,12 @@ impl FakeSystem {
         self.ran().iter().map(|r| r.argv[0].clone()).collect()
     }
 
-    fn dispatch(&self, argv: &[String], guarded: bool, timeout: Option<Duration>) -> io::Result<Output> {
+    fn dispatch(
+        &self,
+        argv: &[String],
+        guarded: bool,
+        timeout: Option<Duration>,
+    ) -> io::Result<Output> {
         let (program, _) = argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
