@@ -15,6 +15,7 @@
 //!     name: "hello",
 //!     supports_check_mode: true,
 //!     args: &[Arg::str("name").required()],
+//!     ..ModuleSpec::BASE
 //! };
 //!
 //! #[derive(serde::Deserialize)]
@@ -29,12 +30,13 @@
 
 pub mod fs;
 pub mod params;
+mod relations;
 pub mod result;
 pub mod spec;
 
 pub use params::{Controller, Params};
 pub use result::{Diff, Failure, Outcome};
-pub use spec::{Arg, ArgType, DefaultValue, ModuleSpec};
+pub use spec::{Arg, ArgType, DefaultValue, ModuleSpec, RequiredBy, RequiredIf};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -266,6 +268,7 @@ mod tests {
             Arg::str("path").default_str("/x"),
             Arg::str("password").no_log(),
         ],
+        ..ModuleSpec::BASE
     };
 
     fn module(args: Value) -> Module {

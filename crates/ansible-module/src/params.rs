@@ -3,6 +3,7 @@
 //! `-a nvidia_runtime=yes` (a string) works and a typo fails the same way it
 //! would for any built-in module.
 
+use crate::relations;
 use crate::spec::{Arg, ArgType, ModuleSpec};
 use serde_json::{Map, Value};
 
@@ -26,51 +27,21 @@ pub struct Params {
     pub controller: Controller,
 }
 
-/// Validates the args object. The error is the message for `msg`.
+/// Validates the args object, in `AnsibleModule`'s order (unknown options,
+/// mutually exclusive ones, required ones, types and choices, then the other
+/// relationships on the options with their defaults filled in), so the first
+/// problem reported is the one Ansible would report. The error is the message
+/// for `msg`.
 pub fn validate(spec: &ModuleSpec, args: Map<String, Value>) -> Result<Params, String> {
-    let mut controller = Controller::default();
-    let mut given = Map::new();
-    for (key, value) in args {
-        match key.strip_prefix("_ansible_") {
-            Some(internal) => read_controller_key(&mut controller, internal, &value)?,
-            None => {
-                given.insert(key, value);
-            }
-        }
+    let (controller, mut given) = split_controller_keys(args)?;
+    let name = controller.module_name.as_deref().unwrap_or(spec.name);
+    if !controller.ignore_unknown_opts {
+        check_unknown(spec, name, &given)?;
     }
-    let name = controller
-        .module_name
-        .clone()
-        .unwrap_or_else(|| spec.name.to_string());
-
-    let mut unknown: Vec<&str> = given
-        .keys()
-        .map(String::as_str)
-        .filter(|k| spec.arg(k).is_none())
-        .collect();
-    if !unknown.is_empty() && !controller.ignore_unknown_opts {
-        unknown.sort_unstable();
-        let mut supported: Vec<&str> = spec.args.iter().map(|a| a.name).collect();
-        supported.sort_unstable();
-        return Err(format!(
-            "Unsupported parameters for ({name}) module: {}. Supported parameters include: {}.",
-            unknown.join(", "),
-            supported.join(", ")
-        ));
-    }
-
-    let missing: Vec<&str> = spec
-        .args
-        .iter()
-        .filter(|a| a.required && given.get(a.name).is_none_or(Value::is_null))
-        .map(|a| a.name)
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "missing required arguments: {}",
-            missing.join(", ")
-        ));
-    }
+    // Ansible checks this one before defaults are set: a default never
+    // conflicts with a given option.
+    relations::check_mutually_exclusive(spec, &given)?;
+    check_required(spec, &given)?;
 
     let mut options = Map::new();
     for arg in spec.args {
@@ -81,10 +52,63 @@ pub fn validate(spec: &ModuleSpec, args: Map<String, Value>) -> Result<Params, S
         check_choice(arg, &value)?;
         options.insert(arg.name.to_string(), value);
     }
+    relations::check_after_defaults(spec, &options)?;
     Ok(Params {
         options,
         controller,
     })
+}
+
+/// Separates the controller's `_ansible_*` keys from the task's options.
+fn split_controller_keys(
+    args: Map<String, Value>,
+) -> Result<(Controller, Map<String, Value>), String> {
+    let mut controller = Controller::default();
+    let mut given = Map::new();
+    for (key, value) in args {
+        match key.strip_prefix("_ansible_") {
+            Some(internal) => read_controller_key(&mut controller, internal, &value)?,
+            None => {
+                given.insert(key, value);
+            }
+        }
+    }
+    Ok((controller, given))
+}
+
+fn check_unknown(spec: &ModuleSpec, name: &str, given: &Map<String, Value>) -> Result<(), String> {
+    let mut unknown: Vec<&str> = given
+        .keys()
+        .map(String::as_str)
+        .filter(|k| spec.arg(k).is_none())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let mut supported: Vec<&str> = spec.args.iter().map(|a| a.name).collect();
+    supported.sort_unstable();
+    Err(format!(
+        "Unsupported parameters for ({name}) module: {}. Supported parameters include: {}.",
+        unknown.join(", "),
+        supported.join(", ")
+    ))
+}
+
+fn check_required(spec: &ModuleSpec, given: &Map<String, Value>) -> Result<(), String> {
+    let missing: Vec<&str> = spec
+        .args
+        .iter()
+        .filter(|a| a.required && !relations::is_set(given, a.name))
+        .map(|a| a.name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "missing required arguments: {}",
+        missing.join(", ")
+    ))
 }
 
 /// Reads one `_ansible_*` key. The flags fail closed: a value that is not a
@@ -285,6 +309,7 @@ mod tests {
             Arg::dict("vars"),
             Arg::str("token").no_log(),
         ],
+        ..ModuleSpec::BASE
     };
 
     fn args(v: Value) -> Map<String, Value> {

@@ -29,6 +29,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::list("library_dirs"),
         Arg::path("root").default_str("/"),
     ],
+    ..ModuleSpec::BASE
 };
 
 #[derive(Debug, Deserialize)]

@@ -61,6 +61,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::int("installer_timeout").default_int(DEFAULT_INSTALLER_TIMEOUT),
         Arg::str("fetch_from"),
     ],
+    ..ModuleSpec::BASE
 };
 
 #[derive(Debug, Deserialize)]
