@@ -442,3 +442,28 @@ fn check_mode_with_the_installer_still_to_fetch_says_it_would_fetch_it_first() {
     let failure = node.install(&sys, missing).0.unwrap_err();
     assert!(failure.msg.contains("installer"), "{}", failure.msg);
 }
+
+#[test]
+fn the_spec_refuses_half_a_signing_pair_and_a_fetch_without_its_target() {
+    let args = |v: Value| v.as_object().unwrap().clone();
+    let half = Module::new(
+        &SPEC,
+        args(json!({"version": NEW, "module_signing_key": "/k"})),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        half,
+        "parameters are required together: module_signing_key, module_signing_cert"
+    );
+    let fetch = Module::new(
+        &SPEC,
+        args(json!({"version": NEW, "fetch_from": "http://repo/x.run"})),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        fetch.contains("fetch_from") && fetch.contains("installer"),
+        "{fetch}"
+    );
+}

@@ -20,7 +20,7 @@
 //! ([`nvidia_driver::stage`]): the bytes checked against `checksum` are the
 //! bytes that run.
 
-use ansible_module::{fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome};
+use ansible_module::{fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome, RequiredBy};
 use node_probe::gpu::{self, Detection};
 use node_probe::kernel::ModuleType;
 use node_probe::{os, Root};
@@ -61,6 +61,13 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::int("installer_timeout").default_int(DEFAULT_INSTALLER_TIMEOUT),
         Arg::str("fetch_from"),
     ],
+    // A module signed with a key needs its certificate, and the reverse.
+    required_together: &[&["module_signing_key", "module_signing_cert"]],
+    // Where the installer is fetched from says nothing without where it goes.
+    required_by: &[RequiredBy {
+        option: "fetch_from",
+        requires: &["installer"],
+    }],
     ..ModuleSpec::BASE
 };
 
@@ -581,11 +588,7 @@ fn node_checks(
     if opts.dkms {
         checks.push(preflight::dkms(sys, family));
     }
-    checks.push(preflight::secure_boot(
-        root,
-        opts.module_signing_key.as_deref(),
-        opts.module_signing_cert.as_deref(),
-    ));
+    checks.push(preflight::secure_boot(root, signing(opts)));
     checks.push(preflight::free_space(
         root,
         sys,
@@ -594,6 +597,13 @@ fn node_checks(
     ));
     checks.push(preflight::no_other_installer(root));
     checks
+}
+
+/// The signing key and its certificate (the spec requires both or neither).
+fn signing(opts: &Options) -> Option<(&Path, &Path)> {
+    opts.module_signing_key
+        .as_deref()
+        .zip(opts.module_signing_cert.as_deref())
 }
 
 fn installer_argv(
@@ -607,10 +617,7 @@ fn installer_argv(
         version: &req.version,
         module_type,
         dkms: opts.dkms,
-        signing: opts
-            .module_signing_key
-            .as_deref()
-            .zip(opts.module_signing_cert.as_deref()),
+        signing: signing(opts),
         kernel_source_path: opts.kernel_source_path.as_deref(),
         log_file: &opts.log_file,
         extra_args: &opts.extra_args,
