@@ -427,7 +427,7 @@ fn check_mode_with_the_installer_still_to_fetch_says_it_would_fetch_it_first() {
     let installer = node.installer().display().to_string();
     let sys = node.machine();
     let before = node.files();
-    let args = json!({"_ansible_check_mode": true, "fetch_from": "http://repo/nvidia/NVIDIA-Linux-x86_64-580.95.05.run"});
+    let args = json!({"_ansible_check_mode": true, "installer_url": "http://repo/nvidia/NVIDIA-Linux-x86_64-580.95.05.run"});
     let outcome = node.install(&sys, args.clone()).0.unwrap();
     assert!(outcome.changed);
     assert_eq!(outcome.values["planned"], json!([
@@ -436,9 +436,9 @@ fn check_mode_with_the_installer_still_to_fetch_says_it_would_fetch_it_first() {
     ]));
     assert_eq!(node.files(), before);
 
-    // Without fetch_from, a missing installer is a failed check, in check mode too.
+    // Without a source, a missing installer is a failed check, in check mode too.
     let mut missing = args;
-    missing.as_object_mut().unwrap().remove("fetch_from");
+    missing.as_object_mut().unwrap().remove("installer_url");
     let failure = node.install(&sys, missing).0.unwrap_err();
     assert!(failure.msg.contains("installer"), "{}", failure.msg);
 }
@@ -458,12 +458,116 @@ fn the_spec_refuses_half_a_signing_pair_and_a_fetch_without_its_target() {
     );
     let fetch = Module::new(
         &SPEC,
-        args(json!({"version": NEW, "fetch_from": "http://repo/x.run"})),
+        args(json!({"version": NEW, "installer_url": "http://repo/x.run"})),
     )
     .err()
     .unwrap();
     assert!(
-        fetch.contains("fetch_from") && fetch.contains("installer"),
+        fetch.contains("installer_url") && fetch.contains("installer"),
         "{fetch}"
     );
+}
+
+/// The options of `args` over `node` (as [`Node::install`] fills them).
+fn options(node: &Node, args: Value) -> Options {
+    let mut all = json!({"version": NEW, "installer": node.installer(), "root": node.root()});
+    for (k, v) in args.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    Module::new(&SPEC, all.as_object().unwrap().clone())
+        .unwrap()
+        .options()
+        .unwrap()
+}
+
+#[test]
+fn planning_says_whether_the_installer_is_needed_with_the_install_s_own_rule() {
+    let node = Node::new("planned");
+    node.load(OLD);
+    let sys = node.machine();
+    let url = "http://repo/nvidia/NVIDIA-Linux-x86_64-580.95.05.run";
+    let needed = play::plan_fetch(
+        &options(&node, json!({"state": "planned", "installer_url": url})),
+        &sys,
+    )
+    .unwrap();
+    assert_eq!(needed.values["needed"], true);
+    assert_eq!(
+        needed.msg.unwrap(),
+        format!("NVIDIA driver 570.124.06 is loaded; installing 580.95.05 with {}, downloaded from {url}. WARNING: no checksum is set for it (gpu_driver_checksum or gpu_driver_checksums), so the installer, which runs as root, is NOT verified (gpu_driver_checksum_required: false).", node.installer().display())
+    );
+    let refused = play::plan_fetch(
+        &options(
+            &node,
+            json!({"state": "planned", "checksum_required": true}),
+        ),
+        &sys,
+    )
+    .unwrap_err();
+    assert!(
+        refused.msg.starts_with(
+            "No checksum is set for NVIDIA-Linux-x86_64-580.95.05.run, which would run as root"
+        ),
+        "{}",
+        refused.msg
+    );
+
+    node.load(NEW);
+    let loaded = play::plan_fetch(
+        &options(
+            &node,
+            json!({"state": "planned", "checksum_required": true}),
+        ),
+        &sys,
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.values["needed"], false,
+        "loaded: no checksum needed either"
+    );
+    assert_eq!(
+        loaded.msg.unwrap(),
+        "NVIDIA driver 580.95.05 is loaded already: nothing to download or install."
+    );
+    let forced = play::plan_fetch(
+        &options(
+            &node,
+            json!({"state": "planned", "force": true, "kernel_module_type": "open"}),
+        ),
+        &sys,
+    )
+    .unwrap();
+    assert_eq!(forced.values["needed"], true);
+    assert_eq!(sys.ran(), [], "planning runs nothing");
+}
+
+#[test]
+fn a_reboot_the_play_does_not_make_stops_the_node_with_what_to_do() {
+    let node = Node::new("stop");
+    let asks = || {
+        Outcome::new(true)
+            .msg("Reboot the node.")
+            .value("reboot_required", true)
+    };
+    let stop = |args: Value| {
+        play::with_stop_message(asks(), &options(&node, args))
+            .values
+            .get("stop_msg")
+            .cloned()
+    };
+    assert_eq!(stop(json!({})), None, "no play host: a plain module call");
+    let no_reboot = stop(json!({"play_host": "w1"})).unwrap();
+    assert_eq!(no_reboot, "Reboot the node. w1 stops here (gpu_driver_reboot is false); the other nodes go on. After the reboot, run the playbook for it again (-l w1 -e install_gpu_driver=true), or let Ansible reboot it: -e gpu_driver_reboot=true.");
+    assert_eq!(
+        stop(json!({"play_host": "w1", "reboot_by_play": true})),
+        None,
+        "the play reboots it"
+    );
+    let again = stop(json!({"play_host": "w1", "reboot_by_play": true, "rebooted": true})).unwrap();
+    assert!(again.as_str().unwrap().starts_with("w1 was rebooted, but the driver still asks for a reboot: Reboot the node. Look at the node"), "{again}");
+    let done = play::with_stop_message(
+        Outcome::new(true).value("reboot_required", false),
+        &options(&node, json!({"play_host": "w1"})),
+    );
+    assert!(!done.values.contains_key("stop_msg"));
 }

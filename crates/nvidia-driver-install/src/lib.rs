@@ -20,7 +20,9 @@
 //! ([`nvidia_driver::stage`]): the bytes checked against `checksum` are the
 //! bytes that run.
 
-use ansible_module::{fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome, RequiredBy};
+use ansible_module::{
+    fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome, RequiredBy, RequiredIf,
+};
 use node_probe::gpu::{self, Detection};
 use node_probe::kernel::ModuleType;
 use node_probe::{os, Root};
@@ -59,15 +61,33 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::path("lock_path").default_str(lock::DEFAULT_LOCK_PATH),
         Arg::int("lock_timeout").default_int(600),
         Arg::int("installer_timeout").default_int(DEFAULT_INSTALLER_TIMEOUT),
-        Arg::str("fetch_from"),
+        Arg::str("state")
+            .default_str("installed")
+            .choices(&["installed", "planned"]),
+        Arg::str("installer_url"),
+        Arg::str("installer_src"),
+        Arg::bool("checksum_required").default_bool(false),
+        Arg::str("play_host"),
+        Arg::bool("reboot_by_play").default_bool(false),
+        Arg::bool("rebooted").default_bool(false),
     ],
+    // One source of the installer: a URL or a file on the controller.
+    mutually_exclusive: &[&["installer_url", "installer_src"]],
     // A module signed with a key needs its certificate, and the reverse.
     required_together: &[&["module_signing_key", "module_signing_cert"]],
+    // Planning says where the installer goes and whether it must be fetched.
+    required_if: &[RequiredIf::str("state", "planned", &["installer"])],
     // Where the installer is fetched from says nothing without where it goes.
-    required_by: &[RequiredBy {
-        option: "fetch_from",
-        requires: &["installer"],
-    }],
+    required_by: &[
+        RequiredBy {
+            option: "installer_url",
+            requires: &["installer"],
+        },
+        RequiredBy {
+            option: "installer_src",
+            requires: &["installer"],
+        },
+    ],
     ..ModuleSpec::BASE
 };
 
@@ -103,11 +123,33 @@ pub struct Options {
     pub lock_timeout: i64,
     /// Seconds the installer may run before its process group is killed.
     pub installer_timeout: i64,
-    /// Where a real run fetches the installer from before this module runs
-    /// (a URL, or a file on the controller). In check mode the installer is
-    /// not there yet: its absence then is no failure, and `planned` says it
+    /// `installed` (install, the default) or `planned` (only decide whether
+    /// the installer is needed: [`play::plan_fetch`]).
+    pub state: String,
+    /// Where the play fetches the installer from before this module runs: a
+    /// URL, or a file on the controller. In check mode the installer is not
+    /// there yet: its absence then is no failure, and `planned` says it
     /// would be fetched.
-    pub fetch_from: Option<String>,
+    pub installer_url: Option<String>,
+    pub installer_src: Option<String>,
+    /// `state: planned` fails when the installer is needed and no checksum is set.
+    pub checksum_required: bool,
+    /// The node's name in the play: a result asking for a reboot then carries
+    /// `stop_msg` ([`play::with_stop_message`]).
+    pub play_host: Option<String>,
+    /// The play reboots the node when the result asks for it.
+    pub reboot_by_play: bool,
+    /// This run follows the play's reboot of the node.
+    pub rebooted: bool,
+}
+
+impl Options {
+    /// Where the play fetches the installer from, if it does.
+    fn fetch_from(&self) -> Option<&str> {
+        self.installer_url
+            .as_deref()
+            .or(self.installer_src.as_deref())
+    }
 }
 
 /// A DKMS build for one kernel takes minutes; half an hour is a hung installer.
@@ -121,7 +163,10 @@ const LOG_TAIL_LINES: usize = 40;
 
 /// The module's entry point, on the real machine.
 pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
-    install(module, &opts, &Host)
+    if opts.state == "planned" {
+        return play::plan_fetch(&opts, &Host);
+    }
+    install(module, &opts, &Host).map(|outcome| play::with_stop_message(outcome, &opts))
 }
 
 /// The options after the checks the argument spec cannot express.
@@ -349,12 +394,14 @@ fn would_install(
 }
 
 /// "would fetch …", when check mode found the installer missing and a real
-/// run fetches it first (`fetch_from`).
+/// run fetches it first (`installer_url` or `installer_src`).
 fn fetch_first(opts: &Options, plan: &Plan) -> Option<String> {
     let from = plan.to_fetch.as_ref()?;
     let to = opts.installer.as_ref()?;
     Some(format!("would fetch {from} to {}", to.display()))
 }
+
+mod play;
 
 #[cfg(test)]
 mod flow_tests;
@@ -470,8 +517,8 @@ fn plan(
 
     let installer_check = preflight::installer(opts.installer.as_deref(), &req.version, node_arch);
     let to_fetch = opts
-        .fetch_from
-        .clone()
+        .fetch_from()
+        .map(str::to_string)
         .filter(|_| staging.is_none() && installer_is_missing(opts, &installer_check));
     let (mut checks, staged) = match &to_fetch {
         Some(from) => (
@@ -736,7 +783,7 @@ fn nouveau_message(
 /// Check mode's lines for a nouveau node: the fetch a real run makes first,
 /// then what happens to nouveau (the installer waits for the reboot).
 fn planned_for_nouveau(opts: &Options, msg: String) -> Vec<String> {
-    match (&opts.fetch_from, &opts.installer) {
+    match (opts.fetch_from(), &opts.installer) {
         (Some(from), Some(to)) if !to.exists() => vec![
             format!("would fetch {from} to {}", to.display()),
             preflight::nouveau(true, true).message,
