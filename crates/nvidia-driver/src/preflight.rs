@@ -243,6 +243,12 @@ pub fn kernel_headers(
             format!("{problem}: kernel_source_path must name the configured source tree of the running kernel {release}"),
         );
     }
+    Check::fail(NAME, missing_headers(root, release, os_family, &problem))
+}
+
+/// What to install when the running kernel's headers are missing, and the
+/// kernels that have them (a kernel updated without a reboot).
+fn missing_headers(root: &Root, release: &str, os_family: Option<&str>, problem: &str) -> String {
     let package = match os_family {
         Some("RedHat") => format!("kernel-devel-{release}"),
         Some("Debian") => format!("linux-headers-{release}"),
@@ -258,17 +264,14 @@ pub fn kernel_headers(
             others.join(", ")
         )
     };
-    Check::fail(
-        NAME,
-        format!(
-            "the headers of the running kernel {release} are missing ({problem}), so the \
-             installer cannot build the kernel module: install {}{others}",
-            if os_family.is_some() {
-                install_hint(os_family, &package)
-            } else {
-                package
-            }
-        ),
+    format!(
+        "the headers of the running kernel {release} are missing ({problem}), so the installer \
+         cannot build the kernel module: install {}{others}",
+        if os_family.is_some() {
+            install_hint(os_family, &package)
+        } else {
+            package
+        }
     )
 }
 
@@ -291,51 +294,51 @@ fn kernels_with_headers(root: &Root, running: &str) -> Vec<String> {
 
 /// A C compiler on PATH: the kernel module is built on the node.
 pub fn compiler(sys: &dyn System, os_family: Option<&str>) -> Check {
-    match sys.find_program("cc").or_else(|| sys.find_program("gcc")) {
-        Some(path) => Check::pass("compiler", format!("{} is on PATH", path.display())),
-        None => Check::fail(
-            "compiler",
+    on_path(
+        sys.find_program("cc").or_else(|| sys.find_program("gcc")),
+        "compiler",
+        || {
             format!(
                 "no C compiler (cc or gcc) is on PATH, and the installer compiles the kernel \
-                 module: install {}",
+             module: install {}",
                 install_hint(os_family, "gcc")
-            ),
-        ),
-    }
+            )
+        },
+    )
 }
 
 /// `make` on PATH.
 pub fn make(sys: &dyn System, os_family: Option<&str>) -> Check {
-    match sys.find_program("make") {
-        Some(path) => Check::pass("make", format!("{} is on PATH", path.display())),
-        None => Check::fail(
-            "make",
-            format!(
-                "make is not on PATH, and the installer needs it to build the kernel module: \
-                 install {}",
-                install_hint(os_family, "make")
-            ),
-        ),
-    }
+    on_path(sys.find_program("make"), "make", || {
+        format!(
+            "make is not on PATH, and the installer needs it to build the kernel module: \
+             install {}",
+            install_hint(os_family, "make")
+        )
+    })
 }
 
 /// `dkms` on PATH, when the module is to be registered with DKMS.
 pub fn dkms(sys: &dyn System, os_family: Option<&str>) -> Check {
-    match sys.find_program("dkms") {
-        Some(path) => Check::pass("dkms", format!("{} is on PATH", path.display())),
-        None => Check::fail(
-            "dkms",
-            format!(
-                "dkms is not on PATH but dkms is true: install {}{}, or set dkms: false (the \
-                 module must then be rebuilt by hand after every kernel update)",
-                install_hint(os_family, "dkms"),
-                if os_family == Some("RedHat") {
-                    " (from EPEL)"
-                } else {
-                    ""
-                }
-            ),
-        ),
+    on_path(sys.find_program("dkms"), "dkms", || {
+        format!(
+            "dkms is not on PATH but dkms is true: install {}{}, or set dkms: false (the \
+             module must then be rebuilt by hand after every kernel update)",
+            install_hint(os_family, "dkms"),
+            if os_family == Some("RedHat") {
+                " (from EPEL)"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// The check `name` of a program found at `found`, else failed with `missing()`.
+fn on_path(found: Option<PathBuf>, name: &'static str, missing: impl FnOnce() -> String) -> Check {
+    match found {
+        Some(path) => Check::pass(name, format!("{} is on PATH", path.display())),
+        None => Check::fail(name, missing()),
     }
 }
 

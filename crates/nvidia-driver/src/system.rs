@@ -131,17 +131,21 @@ impl System for Host {
         };
         match status {
             Some(_) => Ok(output),
-            None => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "it ran longer than {} s and was killed with its process group; its last \
-                     output: {}",
-                    timeout.as_secs(),
-                    output.tail(3).join(" / ")
-                ),
-            )),
+            None => Err(timed_out(timeout, &output)),
         }
     }
+}
+
+/// The error of a guarded run killed at its `timeout`, with its last output.
+fn timed_out(timeout: Duration, output: &Output) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "it ran longer than {} s and was killed with its process group; its last output: {}",
+            timeout.as_secs(),
+            output.tail(3).join(" / ")
+        ),
+    )
 }
 
 /// `argv` as a command without a shell, its stdin closed.

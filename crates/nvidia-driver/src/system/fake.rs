@@ -168,15 +168,7 @@ impl System for FakeSystem {
         let output = self.dispatch(argv, true, Some(timeout))?;
         let name = Path::new(&argv[0]).file_name().map(|n| n.to_string_lossy());
         if name.is_some_and(|n| self.hanging.iter().any(|h| *h == n)) {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "it ran longer than {} s and was killed with its process group; its last \
-                     output: {}",
-                    timeout.as_secs(),
-                    output.tail(3).join(" / ")
-                ),
-            ));
+            return Err(super::timed_out(timeout, &output));
         }
         Ok(output)
     }
