@@ -550,7 +550,7 @@ fn a_reboot_the_play_does_not_make_stops_the_node_with_what_to_do() {
             .value("reboot_required", true)
     };
     let stop = |args: Value| {
-        play::with_stop_message(asks(), &options(&node, args))
+        play::with_stop_message(asks(), &options(&node, args), false)
             .values
             .get("stop_msg")
             .cloned()
@@ -568,6 +568,13 @@ fn a_reboot_the_play_does_not_make_stops_the_node_with_what_to_do() {
     let done = play::with_stop_message(
         Outcome::new(true).value("reboot_required", false),
         &options(&node, json!({"play_host": "w1"})),
+        false,
+    );
+    let checked =
+        play::with_stop_message(asks(), &options(&node, json!({"play_host": "w1"})), true);
+    assert!(
+        !checked.values.contains_key("stop_msg"),
+        "check mode stops no node"
     );
     assert!(!done.values.contains_key("stop_msg"));
 }

@@ -166,7 +166,8 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     if opts.state == "planned" {
         return play::plan_fetch(&opts, &Host);
     }
-    install(module, &opts, &Host).map(|outcome| play::with_stop_message(outcome, &opts))
+    let check_mode = module.check_mode();
+    install(module, &opts, &Host).map(|outcome| play::with_stop_message(outcome, &opts, check_mode))
 }
 
 /// The options after the checks the argument spec cannot express.

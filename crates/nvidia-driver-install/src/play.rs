@@ -6,8 +6,8 @@
 //!   needed at all (the same rule as the install's first step), the settings
 //!   that stop the node first (no checksum where one is required), and the
 //!   line that says what will happen;
-//! - `stop_msg`, on a result that asks for a reboot the play will not make:
-//!   why this node stops and how to go on.
+//! - `stop_msg`, on a result of a real run that asks for a reboot the play
+//!   will not make: why this node stops and how to go on.
 //!
 //! The messages name the role's variables (`gpu_driver_*`): they are the
 //! role's messages, and the options that produce them exist for the role.
@@ -87,9 +87,11 @@ fn install_line(
 
 /// Adds `stop_msg` to a result that asks for a reboot the play does not
 /// make now: the play was not allowed to reboot (`reboot_by_play` false),
-/// or this run follows its reboot (`rebooted`) and still asks.
-pub(crate) fn with_stop_message(outcome: Outcome, opts: &Options) -> Outcome {
-    let asks = outcome.values.get("reboot_required") == Some(&true.into());
+/// or this run follows its reboot (`rebooted`) and still asks. Check mode
+/// stops no node: it changed nothing, and its result already says that a
+/// real run would ask for the reboot.
+pub(crate) fn with_stop_message(outcome: Outcome, opts: &Options, check_mode: bool) -> Outcome {
+    let asks = outcome.values.get("reboot_required") == Some(&true.into()) && !check_mode;
     let (Some(host), true) = (&opts.play_host, asks) else {
         return outcome;
     };
