@@ -10,6 +10,7 @@
 //! that templates an option to null means "not set", and treating it so keeps
 //! `required` and the relationships consistent.
 
+use crate::error::Error;
 use crate::spec::ModuleSpec;
 use serde_json::{Map, Value};
 
@@ -27,7 +28,7 @@ fn count_set(options: &Map<String, Value>, names: &[&str]) -> usize {
 pub(crate) fn check_mutually_exclusive(
     spec: &ModuleSpec,
     given: &Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let clashes: Vec<String> = spec
         .mutually_exclusive
         .iter()
@@ -37,10 +38,7 @@ pub(crate) fn check_mutually_exclusive(
     if clashes.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "parameters are mutually exclusive: {}",
-        clashes.join(", ")
-    ))
+    Err(Error::MutuallyExclusive(clashes))
 }
 
 /// The relationships ansible-core checks after filling in defaults, in its
@@ -48,41 +46,35 @@ pub(crate) fn check_mutually_exclusive(
 pub(crate) fn check_after_defaults(
     spec: &ModuleSpec,
     options: &Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     check_required_together(spec, options)?;
     check_required_one_of(spec, options)?;
     check_required_if(spec, options)?;
     check_required_by(spec, options)
 }
 
-fn check_required_together(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_together(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     match spec.required_together.iter().find(|group| {
         let set = count_set(options, group);
         set > 0 && set < group.len()
     }) {
-        Some(group) => Err(format!(
-            "parameters are required together: {}",
-            group.join(", ")
-        )),
+        Some(group) => Err(Error::RequiredTogether(group)),
         None => Ok(()),
     }
 }
 
-fn check_required_one_of(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_one_of(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     match spec
         .required_one_of
         .iter()
         .find(|group| count_set(options, group) == 0)
     {
-        Some(group) => Err(format!(
-            "one of the following is required: {}",
-            group.join(", ")
-        )),
+        Some(group) => Err(Error::RequiredOneOf(group)),
         None => Ok(()),
     }
 }
 
-fn check_required_if(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_if(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     for rule in spec.required_if {
         if options.get(rule.option) != Some(&rule.value.to_json()) {
             continue;
@@ -100,19 +92,18 @@ fn check_required_if(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<
             !missing.is_empty()
         };
         if fails {
-            return Err(format!(
-                "{} is {} but {} of the following are missing: {}",
-                rule.option,
-                rule.value_text(),
-                if rule.any { "any" } else { "all" },
-                missing.join(", ")
-            ));
+            return Err(Error::RequiredIf {
+                option: rule.option,
+                value: rule.value_text(),
+                any: rule.any,
+                missing,
+            });
         }
     }
     Ok(())
 }
 
-fn check_required_by(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_by(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     for rule in spec.required_by {
         if !is_set(options, rule.option) {
             continue;
@@ -124,11 +115,10 @@ fn check_required_by(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<
             .filter(|name| !is_set(options, name))
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "missing parameter(s) required by '{}': {}",
-                rule.option,
-                missing.join(", ")
-            ));
+            return Err(Error::RequiredBy {
+                option: rule.option,
+                missing,
+            });
         }
     }
     Ok(())
@@ -171,7 +161,9 @@ mod tests {
     };
 
     fn check(args: Value) -> Result<Map<String, Value>, String> {
-        validate(&SPEC, args.as_object().unwrap().clone()).map(|p| p.options)
+        validate(&SPEC, args.as_object().unwrap().clone())
+            .map(|p| p.options)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -258,7 +250,8 @@ mod tests {
             required_one_of: &[&["a", "b"]],
             ..ModuleSpec::BASE
         };
-        let run = |v: Value| validate(&ONE_OF, v.as_object().unwrap().clone());
+        let run =
+            |v: Value| validate(&ONE_OF, v.as_object().unwrap().clone()).map_err(|e| e.to_string());
         assert_eq!(
             run(json!({})).unwrap_err(),
             "one of the following is required: a, b"
