@@ -10,6 +10,7 @@
 //! that templates an option to null means "not set", and treating it so keeps
 //! `required` and the relationships consistent.
 
+use crate::error::Error;
 use crate::spec::ModuleSpec;
 use serde_json::{Map, Value};
 
@@ -22,12 +23,20 @@ fn count_set(options: &Map<String, Value>, names: &[&str]) -> usize {
     names.iter().filter(|n| is_set(options, n)).count()
 }
 
+fn unset(options: &Map<String, Value>, names: &[&'static str]) -> Vec<&'static str> {
+    names
+        .iter()
+        .copied()
+        .filter(|n| !is_set(options, n))
+        .collect()
+}
+
 /// Checked on the options as given, before defaults: a default value never
 /// conflicts with an option the task sets.
 pub(crate) fn check_mutually_exclusive(
     spec: &ModuleSpec,
     given: &Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let clashes: Vec<String> = spec
         .mutually_exclusive
         .iter()
@@ -37,10 +46,7 @@ pub(crate) fn check_mutually_exclusive(
     if clashes.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "parameters are mutually exclusive: {}",
-        clashes.join(", ")
-    ))
+    Err(Error::MutuallyExclusive(clashes))
 }
 
 /// The relationships ansible-core checks after filling in defaults, in its
@@ -48,51 +54,40 @@ pub(crate) fn check_mutually_exclusive(
 pub(crate) fn check_after_defaults(
     spec: &ModuleSpec,
     options: &Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     check_required_together(spec, options)?;
     check_required_one_of(spec, options)?;
     check_required_if(spec, options)?;
     check_required_by(spec, options)
 }
 
-fn check_required_together(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_together(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     match spec.required_together.iter().find(|group| {
         let set = count_set(options, group);
         set > 0 && set < group.len()
     }) {
-        Some(group) => Err(format!(
-            "parameters are required together: {}",
-            group.join(", ")
-        )),
+        Some(group) => Err(Error::RequiredTogether(group)),
         None => Ok(()),
     }
 }
 
-fn check_required_one_of(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_one_of(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     match spec
         .required_one_of
         .iter()
         .find(|group| count_set(options, group) == 0)
     {
-        Some(group) => Err(format!(
-            "one of the following is required: {}",
-            group.join(", ")
-        )),
+        Some(group) => Err(Error::RequiredOneOf(group)),
         None => Ok(()),
     }
 }
 
-fn check_required_if(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_if(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     for rule in spec.required_if {
         if options.get(rule.option) != Some(&rule.value.to_json()) {
             continue;
         }
-        let missing: Vec<&str> = rule
-            .requires
-            .iter()
-            .copied()
-            .filter(|name| !is_set(options, name))
-            .collect();
+        let missing = unset(options, rule.requires);
         // With `any`, the rule holds unless every one of them is missing.
         let fails = if rule.any {
             !missing.is_empty() && missing.len() == rule.requires.len()
@@ -100,35 +95,28 @@ fn check_required_if(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<
             !missing.is_empty()
         };
         if fails {
-            return Err(format!(
-                "{} is {} but {} of the following are missing: {}",
-                rule.option,
-                rule.value_text(),
-                if rule.any { "any" } else { "all" },
-                missing.join(", ")
-            ));
+            return Err(Error::RequiredIf {
+                option: rule.option,
+                value: rule.value_text(),
+                any: rule.any,
+                missing,
+            });
         }
     }
     Ok(())
 }
 
-fn check_required_by(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), String> {
+fn check_required_by(spec: &ModuleSpec, options: &Map<String, Value>) -> Result<(), Error> {
     for rule in spec.required_by {
         if !is_set(options, rule.option) {
             continue;
         }
-        let missing: Vec<&str> = rule
-            .requires
-            .iter()
-            .copied()
-            .filter(|name| !is_set(options, name))
-            .collect();
+        let missing = unset(options, rule.requires);
         if !missing.is_empty() {
-            return Err(format!(
-                "missing parameter(s) required by '{}': {}",
-                rule.option,
-                missing.join(", ")
-            ));
+            return Err(Error::RequiredBy {
+                option: rule.option,
+                missing,
+            });
         }
     }
     Ok(())
@@ -171,84 +159,42 @@ mod tests {
     };
 
     fn check(args: Value) -> Result<Map<String, Value>, String> {
-        validate(&SPEC, args.as_object().unwrap().clone()).map(|p| p.options)
+        validate(&SPEC, args.as_object().unwrap().clone())
+            .map(|p| p.options)
+            .map_err(|e| e.to_string())
     }
 
-    #[test]
-    fn required_if_names_the_condition_and_what_is_missing() {
-        assert_eq!(
-            check(json!({})).unwrap_err(),
-            "state is configure but all of the following are missing: nvidia_runtime"
-        );
-        // null is "not set", as a templated-out option means.
-        assert_eq!(
-            check(json!({"nvidia_runtime": null})).unwrap_err(),
-            "state is configure but all of the following are missing: nvidia_runtime"
-        );
-        check(json!({"nvidia_runtime": true})).unwrap();
-        check(json!({"state": "inspect"})).unwrap();
-    }
+    /// One row per rule and outcome: what the row shows | the task's options |
+    /// ansible-core's message, or `ok` when the options are accepted.
+    const CASES: &str = r#"
+        required_if fails | {} | state is configure but all of the following are missing: nvidia_runtime
+        null is not set | {"nvidia_runtime": null} | state is configure but all of the following are missing: nvidia_runtime
+        required_if holds | {"nvidia_runtime": true} | ok
+        another state | {"state": "inspect"} | ok
+        compared after conversion, printed as Python does | {"nvidia_runtime": "no"} | nvidia_runtime is False but all of the following are missing: template
+        bool rule holds | {"nvidia_runtime": "no", "template": "x"} | ok
+        required_if any fails | {"state": "absent"} | state is absent but any of the following are missing: owner, group
+        one is enough | {"state": "absent", "group": "root"} | ok
+        exclusive | {"nvidia_runtime": true, "template": "a", "template_src": "b"} | parameters are mutually exclusive: template|template_src
+        one of the exclusive | {"nvidia_runtime": true, "template_src": "b"} | ok
+        the other one null | {"nvidia_runtime": true, "template": "a", "template_src": null} | ok
+        conflict named before a missing option | {"template": "a", "template_src": "b"} | parameters are mutually exclusive: template|template_src
+        together, one given | {"nvidia_runtime": true, "signing_key": "/k"} | parameters are required together: signing_key, signing_cert
+        together, both given | {"nvidia_runtime": true, "signing_key": "/k", "signing_cert": "/c"} | ok
+        required_by (backup set by its default) | {"nvidia_runtime": true, "backup_dir": "/b"} | missing parameter(s) required by 'backup_dir': owner
+        required_by holds | {"nvidia_runtime": true, "backup_dir": "/b", "owner": "me"} | ok
+    "#;
 
     #[test]
-    fn required_if_compares_the_converted_value_and_prints_it_as_ansible_does() {
-        // "no" is converted to false before the rule is checked.
-        assert_eq!(
-            check(json!({"nvidia_runtime": "no"})).unwrap_err(),
-            "nvidia_runtime is False but all of the following are missing: template"
-        );
-        check(json!({"nvidia_runtime": "no", "template": "x"})).unwrap();
-    }
-
-    #[test]
-    fn required_if_any_needs_only_one_of_them() {
-        assert_eq!(
-            check(json!({"state": "absent"})).unwrap_err(),
-            "state is absent but any of the following are missing: owner, group"
-        );
-        check(json!({"state": "absent", "group": "root"})).unwrap();
-    }
-
-    #[test]
-    fn mutually_exclusive_options_are_refused_together_only() {
-        assert_eq!(
-            check(json!({"nvidia_runtime": true, "template": "a", "template_src": "b"}))
-                .unwrap_err(),
-            "parameters are mutually exclusive: template|template_src"
-        );
-        check(json!({"nvidia_runtime": true, "template_src": "b"})).unwrap();
-        check(json!({"nvidia_runtime": true, "template": "a", "template_src": null})).unwrap();
-    }
-
-    #[test]
-    fn mutually_exclusive_is_reported_before_a_missing_required_option() {
-        // ansible-core's order: the conflict is named first.
-        let err = check(json!({"template": "a", "template_src": "b"})).unwrap_err();
-        assert!(
-            err.starts_with("parameters are mutually exclusive"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn required_together_needs_all_or_none() {
-        assert_eq!(
-            check(json!({"nvidia_runtime": true, "signing_key": "/k"})).unwrap_err(),
-            "parameters are required together: signing_key, signing_cert"
-        );
-        check(json!({"nvidia_runtime": true, "signing_key": "/k", "signing_cert": "/c"})).unwrap();
-    }
-
-    #[test]
-    fn required_by_names_the_option_that_needs_the_others() {
-        assert_eq!(
-            check(json!({"nvidia_runtime": true, "backup_dir": "/b"})).unwrap_err(),
-            "missing parameter(s) required by 'backup_dir': owner"
-        );
-        // backup is satisfied by its default, as in ansible-core.
-        check(json!({"nvidia_runtime": true, "backup_dir": "/b", "owner": "me"})).unwrap();
-        let err =
-            check(json!({"nvidia_runtime": true, "backup_dir": "/b", "backup": null})).unwrap_err();
-        assert_eq!(err, "missing parameter(s) required by 'backup_dir': owner");
+    fn each_relationship_accepts_and_refuses_with_ansible_core_messages() {
+        for row in CASES.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let [what, args, want] = row.splitn(3, " | ").collect::<Vec<_>>()[..] else {
+                panic!("bad row {row}");
+            };
+            let got = check(serde_json::from_str(args).unwrap()).err();
+            let want = (want != "ok").then_some(want);
+            assert_eq!(got.as_deref(), want, "{what}: {args}");
+        }
     }
 
     #[test]
@@ -258,7 +204,8 @@ mod tests {
             required_one_of: &[&["a", "b"]],
             ..ModuleSpec::BASE
         };
-        let run = |v: Value| validate(&ONE_OF, v.as_object().unwrap().clone());
+        let run =
+            |v: Value| validate(&ONE_OF, v.as_object().unwrap().clone()).map_err(|e| e.to_string());
         assert_eq!(
             run(json!({})).unwrap_err(),
             "one of the following is required: a, b"
