@@ -451,7 +451,8 @@ fn the_spec_refuses_half_a_signing_pair_and_a_fetch_without_its_target() {
         args(json!({"version": NEW, "module_signing_key": "/k"})),
     )
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert_eq!(
         half,
         "parameters are required together: module_signing_key, module_signing_cert"
@@ -461,7 +462,8 @@ fn the_spec_refuses_half_a_signing_pair_and_a_fetch_without_its_target() {
         args(json!({"version": NEW, "installer_url": "http://repo/x.run"})),
     )
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(
         fetch.contains("installer_url") && fetch.contains("installer"),
         "{fetch}"
