@@ -1,6 +1,9 @@
 //! Detection on the real H200 capture and on the synthetic profiles of
 //! tests/fixtures (see make_profiles.py there).
 
+mod common;
+
+use common::{copy_tree, fixture};
 use node_probe::gpu::{detect, Detection};
 use node_probe::kernel::ModuleType;
 use node_probe::nvidia_ids::Architecture;
@@ -9,14 +12,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn fixture(name: &str) -> PathBuf {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    match name {
-        "h200-vm" => base.join("h200-vm"),
-        profile => base.join("profiles").join(profile),
-    }
-}
 
 fn detect_fixture(name: &str) -> Detection {
     detect(&Root::new(fixture(name)))
@@ -28,23 +23,6 @@ fn copy_of(name: &str, test: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dst);
     copy_tree(&fixture(name), &dst);
     dst
-}
-
-/// A copy that keeps the fixture's symlinks (sysfs's `driver` links) and modes.
-fn copy_tree(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        src.display(),
-        dst.display()
-    );
 }
 
 #[test]

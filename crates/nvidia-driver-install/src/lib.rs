@@ -20,7 +20,9 @@
 //! ([`nvidia_driver::stage`]): the bytes checked against `checksum` are the
 //! bytes that run.
 
-use ansible_module::{fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome};
+use ansible_module::{
+    fs, Arg, DefaultValue, Failure, Module, ModuleSpec, Outcome, RequiredBy, RequiredIf,
+};
 use node_probe::gpu::{self, Detection};
 use node_probe::kernel::ModuleType;
 use node_probe::{os, Root};
@@ -59,7 +61,34 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::path("lock_path").default_str(lock::DEFAULT_LOCK_PATH),
         Arg::int("lock_timeout").default_int(600),
         Arg::int("installer_timeout").default_int(DEFAULT_INSTALLER_TIMEOUT),
+        Arg::str("state")
+            .default_str("installed")
+            .choices(&["installed", "planned"]),
+        Arg::str("installer_url"),
+        Arg::str("installer_src"),
+        Arg::bool("checksum_required").default_bool(false),
+        Arg::str("play_host"),
+        Arg::bool("reboot_by_play").default_bool(false),
+        Arg::bool("rebooted").default_bool(false),
     ],
+    // One source of the installer: a URL or a file on the controller.
+    mutually_exclusive: &[&["installer_url", "installer_src"]],
+    // A module signed with a key needs its certificate, and the reverse.
+    required_together: &[&["module_signing_key", "module_signing_cert"]],
+    // Planning says where the installer goes and whether it must be fetched.
+    required_if: &[RequiredIf::str("state", "planned", &["installer"])],
+    // Where the installer is fetched from says nothing without where it goes.
+    required_by: &[
+        RequiredBy {
+            option: "installer_url",
+            requires: &["installer"],
+        },
+        RequiredBy {
+            option: "installer_src",
+            requires: &["installer"],
+        },
+    ],
+    ..ModuleSpec::BASE
 };
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +123,33 @@ pub struct Options {
     pub lock_timeout: i64,
     /// Seconds the installer may run before its process group is killed.
     pub installer_timeout: i64,
+    /// `installed` (install, the default) or `planned` (only decide whether
+    /// the installer is needed: [`play::plan_fetch`]).
+    pub state: String,
+    /// Where the play fetches the installer from before this module runs: a
+    /// URL, or a file on the controller. In check mode the installer is not
+    /// there yet: its absence then is no failure, and `planned` says it
+    /// would be fetched.
+    pub installer_url: Option<String>,
+    pub installer_src: Option<String>,
+    /// `state: planned` fails when the installer is needed and no checksum is set.
+    pub checksum_required: bool,
+    /// The node's name in the play: a result asking for a reboot then carries
+    /// `stop_msg` ([`play::with_stop_message`]).
+    pub play_host: Option<String>,
+    /// The play reboots the node when the result asks for it.
+    pub reboot_by_play: bool,
+    /// This run follows the play's reboot of the node.
+    pub rebooted: bool,
+}
+
+impl Options {
+    /// Where the play fetches the installer from, if it does.
+    fn fetch_from(&self) -> Option<&str> {
+        self.installer_url
+            .as_deref()
+            .or(self.installer_src.as_deref())
+    }
 }
 
 /// A DKMS build for one kernel takes minutes; half an hour is a hung installer.
@@ -107,7 +163,11 @@ const LOG_TAIL_LINES: usize = 40;
 
 /// The module's entry point, on the real machine.
 pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
-    install(module, &opts, &Host)
+    if opts.state == "planned" {
+        return play::plan_fetch(&opts, &Host);
+    }
+    let check_mode = module.check_mode();
+    install(module, &opts, &Host).map(|outcome| play::with_stop_message(outcome, &opts, check_mode))
 }
 
 /// The options after the checks the argument spec cannot express.
@@ -122,9 +182,14 @@ struct Request {
 
 impl Request {
     fn new(opts: &Options) -> Result<Request, Failure> {
-        let version = DriverVersion::parse(&opts.version)?;
-        let requested = Requested::parse(&opts.kernel_module_type)?;
-        let checksum = opts.checksum.as_deref().map(Checksum::parse).transpose()?;
+        let version = DriverVersion::parse(&opts.version).map_err(failure_of)?;
+        let requested = Requested::parse(&opts.kernel_module_type).map_err(failure_of)?;
+        let checksum = opts
+            .checksum
+            .as_deref()
+            .map(Checksum::parse)
+            .transpose()
+            .map_err(failure_of)?;
         for (name, path) in [
             ("installer", &opts.installer),
             ("module_signing_key", &opts.module_signing_key),
@@ -208,7 +273,9 @@ fn check_node_paths(opts: &Options) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The whole run, over any machine.
+/// The whole run, over any machine: decide the version → lock → plan →
+/// validate (pre-flight) → commit (retire nouveau, or run the installer) →
+/// report. Each step is a function below; this one only orders them.
 pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<Outcome, Failure> {
     let req = Request::new(opts)?;
     let root = Root::new(&opts.root);
@@ -218,38 +285,12 @@ pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<
     if !opts.force && req.is_satisfied_by(before.as_ref()) {
         return Ok(already_installed(&req, before.as_ref(), None));
     }
-
-    let lock_path = root.path(&opts.lock_path.to_string_lossy());
-    let mut lock = if check_mode {
-        if let Some(holder) = lock::holder(&lock_path) {
-            module.warn(format!(
-                "another driver installation{} holds {} now: a real run would wait for it",
-                holder
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default(),
-                lock_path.display()
-            ));
-        }
-        None
-    } else {
-        let held = lock::acquire(&lock_path, req.lock_timeout).map_err(|e| {
-            Failure::new(e.to_string())
-                .value(
-                    "installed_version_before",
-                    installed_version(before.as_ref()),
-                )
-                .value("lock_path", lock_path.to_string_lossy().into_owned())
-        })?;
-        // No installer runs now: copies left by killed runs are unused.
-        stage::remove_stale(&staging_parent());
-        Some(held)
-    };
+    let mut lock = take_lock(module, opts, &req, &root, sys, before.as_ref())?;
     // Another run may have installed the version while this one waited (or
     // between the first look and the lock): look again under the lock.
-    let before = if check_mode {
-        before
-    } else {
-        version::installed(&root, sys)
+    let before = match &lock {
+        Some(_) => version::installed(&root, sys),
+        None => before,
     };
     if !opts.force && req.is_satisfied_by(before.as_ref()) {
         let note = match &lock {
@@ -262,21 +303,8 @@ pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<
     }
 
     let detection = gpu::detect(&root);
-    for warning in &detection.warnings {
-        module.warn(warning.clone());
-    }
-    if let Some(loaded) = before
-        .as_ref()
-        .filter(|b| b.source != version::VersionSource::NvidiaSmi)
-    {
-        module.warn(format!(
-            "driver {} is loaded now: the installer unloads it first, which fails while \
-             programs use the GPUs (nvidia-persistenced, nvidia-fabricmanager, DCGM, pods): \
-             stop them or drain the node before the upgrade",
-            loaded.version
-        ));
-    }
-    let staging = (!check_mode).then(staging_parent);
+    warn_before_install(module, &detection, before.as_ref());
+    let staging = (!check_mode).then(|| staging_parent(sys));
     let plan = plan(opts, &req, &root, sys, &detection, staging.as_deref());
     let values = plan.values(&req.version, before.as_ref());
 
@@ -290,27 +318,98 @@ pub fn install(module: &mut Module, opts: &Options, sys: &dyn System) -> Result<
         .command
         .clone()
         .expect("pre-flight passed, so the installer and the module type are known");
-    if check_mode {
-        return Ok(with_values(
-            Outcome::new(true).msg(format!(
-                "check mode: would install NVIDIA driver {} ({} kernel modules) with `{}`",
-                req.version,
-                plan.module_type_name(),
-                argv.join(" ")
-            )),
-            values,
-        )
-        .value("commands", vec![argv]));
+    match lock.as_mut() {
+        None => Ok(would_install(opts, &req, &plan, argv, values)),
+        Some(lock) => run_installer(opts, &req, &root, sys, &plan, argv, values, lock),
     }
-    let lock = lock
-        .as_mut()
-        .expect("a real run holds the lock before it plans");
-    run_installer(opts, &req, &root, sys, &plan, argv, values, lock)
 }
 
+/// A real run takes the per-node lock (waiting up to `lock_timeout`) and
+/// clears copies left by killed runs; check mode takes nothing and only warns
+/// when another run holds it. `None` in check mode.
+fn take_lock(
+    module: &mut Module,
+    opts: &Options,
+    req: &Request,
+    root: &Root,
+    sys: &dyn System,
+    before: Option<&Installed>,
+) -> Result<Option<lock::InstallLock>, Failure> {
+    let lock_path = root.path(&opts.lock_path.to_string_lossy());
+    if module.check_mode() {
+        if let Some(holder) = lock::holder(&lock_path) {
+            module.warn(format!(
+                "another driver installation{} holds {} now: a real run would wait for it",
+                holder
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default(),
+                lock_path.display()
+            ));
+        }
+        return Ok(None);
+    }
+    let held = lock::acquire(&lock_path, req.lock_timeout)
+        .map_err(|e| failure_of(e).value("installed_version_before", installed_version(before)))?;
+    // No installer runs now: copies left by killed runs are unused.
+    stage::remove_stale(&staging_parent(sys));
+    Ok(Some(held))
+}
+
+/// Warnings that concern the whole install: what detection could not read,
+/// and a loaded driver the installer must unload.
+fn warn_before_install(module: &mut Module, detection: &Detection, before: Option<&Installed>) {
+    for warning in &detection.warnings {
+        module.warn(warning.clone());
+    }
+    if let Some(loaded) = before.filter(|b| b.source != version::VersionSource::NvidiaSmi) {
+        module.warn(format!(
+            "driver {} is loaded now: the installer unloads it first, which fails while \
+             programs use the GPUs (nvidia-persistenced, nvidia-fabricmanager, DCGM, pods): \
+             stop them or drain the node before the upgrade",
+            loaded.version
+        ));
+    }
+}
+
+/// Check mode's report: what a real run would run (and fetch first).
+fn would_install(
+    opts: &Options,
+    req: &Request,
+    plan: &Plan,
+    argv: Vec<String>,
+    values: Map<String, Value>,
+) -> Outcome {
+    let msg = format!(
+        "check mode: would install NVIDIA driver {} ({} kernel modules) with `{}`",
+        req.version,
+        plan.module_type_name(),
+        argv.join(" ")
+    );
+    let planned = match fetch_first(opts, plan) {
+        Some(fetch) => vec![fetch, format!("would run: {}", argv.join(" "))],
+        None => vec![msg.clone()],
+    };
+    with_values(Outcome::new(true).msg(msg), values)
+        .value("commands", vec![argv])
+        .value("planned", planned)
+}
+
+/// "would fetch …", when check mode found the installer missing and a real
+/// run fetches it first (`installer_url` or `installer_src`).
+fn fetch_first(opts: &Options, plan: &Plan) -> Option<String> {
+    let from = plan.to_fetch.as_ref()?;
+    let to = opts.installer.as_ref()?;
+    Some(format!("would fetch {from} to {}", to.display()))
+}
+
+mod play;
+
+#[cfg(test)]
+mod flow_tests;
+
 /// Where the installer's private copy is made.
-fn staging_parent() -> PathBuf {
-    stage::parent_dir(std::env::var("TMPDIR").ok().as_deref())
+fn staging_parent(sys: &dyn System) -> PathBuf {
+    stage::parent_dir(sys.tmpdir().as_deref())
 }
 
 /// `changed: false`, with the facts of the installed driver.
@@ -348,12 +447,14 @@ fn already_installed(req: &Request, installed: Option<&Installed>, note: Option<
 /// What this run would do, and the checks it must pass first.
 struct Plan {
     checks: Vec<Check>,
-    decision: Result<Decision, String>,
+    decision: Result<Decision, nvidia_driver::Error>,
     retire_nouveau: bool,
     /// The installer's argv, when this run would start it.
     command: Option<Vec<String>>,
     /// The private copy of the installer that runs (real runs only).
     staged: Option<stage::Staged>,
+    /// Check mode: where a real run fetches the missing installer from.
+    to_fetch: Option<String>,
 }
 
 impl Plan {
@@ -379,7 +480,7 @@ impl Plan {
             "kernel_module_type_reason".into(),
             match &self.decision {
                 Ok(d) => d.reason.clone(),
-                Err(why) => why.clone(),
+                Err(why) => why.to_string(),
             }
             .into(),
         );
@@ -396,6 +497,8 @@ impl Plan {
     }
 }
 
+/// Plans the run: the module type, the installer check (and its private
+/// copy, on a real run), the node's checks, and the installer's command line.
 fn plan(
     opts: &Options,
     req: &Request,
@@ -411,45 +514,114 @@ fn plan(
         .map(|g| GpuModel::new(&g.pci.address, g.pci.device))
         .collect();
     let decision = module_type::decide(req.requested, &req.version, &gpus, node_arch);
-    let family = os::os_release(root).and_then(|o| o.family());
     let retire_nouveau = detection.nouveau_loaded && opts.disable_nouveau;
 
     let installer_check = preflight::installer(opts.installer.as_deref(), &req.version, node_arch);
-    let installer_ok = installer_check.ok;
+    let to_fetch = opts
+        .fetch_from()
+        .map(str::to_string)
+        .filter(|_| staging.is_none() && installer_is_missing(opts, &installer_check));
+    let (mut checks, staged) = match &to_fetch {
+        Some(from) => (
+            vec![Check::pass(
+                "installer",
+                format!(
+                    "{} is not on the node yet: a real run fetches it from {from} first",
+                    opts.installer
+                        .as_deref()
+                        .unwrap_or(Path::new("the installer"))
+                        .display()
+                ),
+            )],
+            None,
+        ),
+        None => installer_checks(opts, req, installer_check, staging),
+    };
+    checks.push(preflight::kernel_module_type(&decision));
+    checks.extend(node_checks(opts, req, root, sys, detection));
+
+    let to_run = staged
+        .as_ref()
+        .map(stage::Staged::path)
+        .or(opts.installer.as_deref());
+    let command = match (to_run, &decision) {
+        (Some(path), Ok(decision)) if !retire_nouveau => {
+            Some(installer_argv(opts, req, path, decision.module_type))
+        }
+        _ => None,
+    };
+    Plan {
+        checks,
+        decision,
+        retire_nouveau,
+        command,
+        staged,
+        to_fetch,
+    }
+}
+
+/// Whether the installer check failed only because the file is not there
+/// (a wrong name stays a failure even when the file is to be fetched).
+fn installer_is_missing(opts: &Options, check: &Check) -> bool {
+    !check.ok && opts.installer.as_deref().is_some_and(|p| !p.exists())
+}
+
+/// The installer check, then its private copy (a real run, which hashes the
+/// copy it will run) or the file itself (check mode) against `checksum`.
+fn installer_checks(
+    opts: &Options,
+    req: &Request,
+    installer_check: Check,
+    staging: Option<&Path>,
+) -> (Vec<Check>, Option<stage::Staged>) {
+    let path = match (&opts.installer, installer_check.ok) {
+        (Some(path), true) => path,
+        _ => return (vec![installer_check], None),
+    };
     let mut checks = vec![installer_check];
-    let mut staged = None;
-    if let (true, Some(path)) = (installer_ok, &opts.installer) {
-        // A real run hashes the private copy it will run; check mode, the file.
-        match staging.map(|parent| (parent, stage::copy(path, parent))) {
-            Some((_, Ok(copy))) => {
-                if let Some(sum) = &req.checksum {
-                    checks.push(preflight::checksum_of(path, Ok(copy.sha256.clone()), sum));
-                }
-                staged = Some(copy);
+    let Some(parent) = staging else {
+        if let Some(sum) = &req.checksum {
+            checks.push(preflight::checksum(path, sum));
+        }
+        return (checks, None);
+    };
+    match stage::copy(path, parent) {
+        Ok(copy) => {
+            if let Some(sum) = &req.checksum {
+                checks.push(preflight::checksum_of(path, Ok(copy.sha256.clone()), sum));
             }
-            Some((parent, Err(e))) => checks.push(Check {
-                name: "installer",
-                ok: false,
-                message: format!(
+            (checks, Some(copy))
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "installer",
+                format!(
                     "cannot copy {} into a private folder in {} to run it: {e} (set TMPDIR \
                      to a folder with room for it)",
                     path.display(),
                     parent.display()
                 ),
-            }),
-            None => {
-                if let Some(sum) = &req.checksum {
-                    checks.push(preflight::checksum(path, sum));
-                }
-            }
+            ));
+            (checks, None)
         }
     }
-    checks.push(preflight::kernel_module_type(&decision));
-    checks.push(preflight::nouveau(
+}
+
+/// The checks of the node itself: nouveau, the build tools, Secure Boot,
+/// free space, and no other installer running.
+fn node_checks(
+    opts: &Options,
+    req: &Request,
+    root: &Root,
+    sys: &dyn System,
+    detection: &Detection,
+) -> Vec<Check> {
+    let family = os::os_release(root).and_then(|o| o.family());
+    let mut checks = vec![preflight::nouveau(
         detection.nouveau_loaded,
         opts.disable_nouveau,
-    ));
-    if retire_nouveau && opts.rebuild_initramfs {
+    )];
+    if detection.nouveau_loaded && opts.disable_nouveau && opts.rebuild_initramfs {
         checks.push(preflight::initramfs_tool(sys));
     }
     let release = preflight::running_kernel_release(root);
@@ -464,47 +636,40 @@ fn plan(
     if opts.dkms {
         checks.push(preflight::dkms(sys, family));
     }
-    checks.push(preflight::secure_boot(
-        root,
-        opts.module_signing_key.as_deref(),
-        opts.module_signing_cert.as_deref(),
-    ));
-    let tmpdir = std::env::var("TMPDIR").ok();
+    checks.push(preflight::secure_boot(root, signing(opts)));
     checks.push(preflight::free_space(
         root,
         sys,
-        &preflight::space_paths(tmpdir.as_deref()),
+        &preflight::space_paths(sys.tmpdir().as_deref()),
         req.min_free_mb,
     ));
     checks.push(preflight::no_other_installer(root));
+    checks
+}
 
-    let to_run = staged
-        .as_ref()
-        .map(stage::Staged::path)
-        .or(opts.installer.as_deref());
-    let command = match (to_run, &decision) {
-        (Some(path), Ok(decision)) if !retire_nouveau => Some(installer::argv(&Invocation {
-            installer: path,
-            version: &req.version,
-            module_type: decision.module_type,
-            dkms: opts.dkms,
-            signing: opts
-                .module_signing_key
-                .as_deref()
-                .zip(opts.module_signing_cert.as_deref()),
-            kernel_source_path: opts.kernel_source_path.as_deref(),
-            log_file: &opts.log_file,
-            extra_args: &opts.extra_args,
-        })),
-        _ => None,
-    };
-    Plan {
-        checks,
-        decision,
-        retire_nouveau,
-        command,
-        staged,
-    }
+/// The signing key and its certificate (the spec requires both or neither).
+fn signing(opts: &Options) -> Option<(&Path, &Path)> {
+    opts.module_signing_key
+        .as_deref()
+        .zip(opts.module_signing_cert.as_deref())
+}
+
+fn installer_argv(
+    opts: &Options,
+    req: &Request,
+    installer: &Path,
+    module_type: ModuleType,
+) -> Vec<String> {
+    installer::argv(&Invocation {
+        installer,
+        version: &req.version,
+        module_type,
+        dkms: opts.dkms,
+        signing: signing(opts),
+        kernel_source_path: opts.kernel_source_path.as_deref(),
+        log_file: &opts.log_file,
+        extra_args: &opts.extra_args,
+    })
 }
 
 /// nouveau is loaded: blacklist it, rebuild the initramfs, ask for a reboot.
@@ -514,7 +679,7 @@ fn retire_nouveau(
     root: &Root,
     sys: &dyn System,
     check_mode: bool,
-    values: Map<String, Value>,
+    mut values: Map<String, Value>,
 ) -> Result<Outcome, Failure> {
     let path = root.path(nouveau::BLACKLIST_PATH);
     let mtime_before = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
@@ -533,56 +698,66 @@ fn retire_nouveau(
     })?;
     let rebuild = opts.rebuild_initramfs
         && nouveau::initramfs_needs_rebuild(file.changed, mtime_before, nouveau::boot_time(root));
-    let initramfs = if rebuild {
-        nouveau::initramfs_command(sys)
-    } else {
-        None
-    };
-    let commands: Vec<Vec<String>> = initramfs.iter().cloned().collect();
-    let mut values = values;
+    let initramfs = rebuild.then(|| nouveau::initramfs_command(sys)).flatten();
     values.insert("reboot_required".into(), true.into());
     values.insert("blacklist_file".into(), nouveau::BLACKLIST_PATH.into());
-    values.insert("commands".into(), commands.clone().into());
-
+    let commands: Vec<Vec<String>> = initramfs.iter().cloned().collect();
+    values.insert("commands".into(), commands.into());
     if let (false, Some(argv)) = (check_mode, &initramfs) {
-        let failed = |msg: String, values: Map<String, Value>| {
-            let mut f = failure(msg, values);
-            f.values.insert("changed".into(), file.changed.into());
-            f
-        };
-        match sys.run(argv) {
-            Ok(out) if out.success() => {}
-            Ok(out) => {
-                let mut values = values.clone();
-                values.insert("rc".into(), out.status.into());
-                values.insert("stdout_lines".into(), out.tail(LOG_TAIL_LINES).into());
-                return Err(failed(
-                    format!(
-                        "nouveau is blacklisted in {}, but `{}` failed ({}): {}; nouveau would \
-                         load again from the old initramfs. Fix the initramfs tool and run this \
-                         again",
-                        nouveau::BLACKLIST_PATH,
-                        argv.join(" "),
-                        exit_status(out.status),
-                        out.tail(3).join(" / ")
-                    ),
-                    values,
-                ));
-            }
-            Err(e) => {
-                return Err(failed(
-                    format!("cannot run `{}`: {e}", argv.join(" ")),
-                    values.clone(),
-                ))
-            }
-        }
+        rebuild_initramfs(sys, argv, file.changed, &values)?;
     }
+    let changed = file.changed || initramfs.is_some();
+    let msg = nouveau_message(req, check_mode, changed, initramfs.as_deref());
+    let mut outcome = with_values(Outcome::new(changed).msg(msg.clone()), values);
+    if check_mode {
+        outcome = outcome.value("planned", planned_for_nouveau(opts, msg));
+    }
+    if let Some(diff) = file.diff {
+        outcome = outcome.diff(diff);
+    }
+    Ok(outcome)
+}
 
+/// Runs the initramfs tool; a failure says the blacklist is written
+/// (`blacklist_changed`) but nouveau would load again.
+fn rebuild_initramfs(
+    sys: &dyn System,
+    argv: &[String],
+    blacklist_changed: bool,
+    values: &Map<String, Value>,
+) -> Result<(), Failure> {
+    let mut values = values.clone();
+    let msg = match sys.run(argv) {
+        Ok(out) if out.success() => return Ok(()),
+        Ok(out) => {
+            values.insert("rc".into(), out.status.into());
+            values.insert("stdout_lines".into(), out.tail(LOG_TAIL_LINES).into());
+            format!(
+                "nouveau is blacklisted in {}, but `{}` failed ({}): {}; nouveau would load \
+                 again from the old initramfs. Fix the initramfs tool and run this again",
+                nouveau::BLACKLIST_PATH,
+                argv.join(" "),
+                exit_status(out.status),
+                out.tail(3).join(" / ")
+            )
+        }
+        Err(e) => format!("cannot run `{}`: {e}", argv.join(" ")),
+    };
+    values.insert("changed".into(), blacklist_changed.into());
+    Err(failure(msg, values))
+}
+
+/// What retiring nouveau did (or would do), and what the user does next.
+fn nouveau_message(
+    req: &Request,
+    check_mode: bool,
+    changed: bool,
+    initramfs: Option<&[String]>,
+) -> String {
     let rebuilt = initramfs
-        .as_ref()
         .map(|argv| format!(" and rebuilt the initramfs (`{}`)", argv.join(" ")))
         .unwrap_or_default();
-    let msg = match (check_mode, file.changed || initramfs.is_some()) {
+    match (check_mode, changed) {
         (true, true) => format!(
             "check mode: nouveau is loaded; would blacklist it in {}{}; the node would then need \
              a reboot before driver {} can be installed",
@@ -603,15 +778,19 @@ fn retire_nouveau(
             nouveau::BLACKLIST_PATH,
             req.version
         ),
-    };
-    let mut outcome = with_values(
-        Outcome::new(file.changed || initramfs.is_some()).msg(msg),
-        values,
-    );
-    if let Some(diff) = file.diff {
-        outcome = outcome.diff(diff);
     }
-    Ok(outcome)
+}
+
+/// Check mode's lines for a nouveau node: the fetch a real run makes first,
+/// then what happens to nouveau (the installer waits for the reboot).
+fn planned_for_nouveau(opts: &Options, msg: String) -> Vec<String> {
+    match (opts.fetch_from(), &opts.installer) {
+        (Some(from), Some(to)) if !to.exists() => vec![
+            format!("would fetch {from} to {}", to.display()),
+            preflight::nouveau(true, true).message,
+        ],
+        _ => vec![msg],
+    }
 }
 
 /// Runs the installer, then checks that the new driver is the one loaded.
@@ -626,56 +805,16 @@ fn run_installer(
     mut values: Map<String, Value>,
     lock: &mut lock::InstallLock,
 ) -> Result<Outcome, Failure> {
-    let mut commands = vec![argv.clone()];
-    values.insert("commands".into(), commands.clone().into());
+    values.insert("commands".into(), vec![argv.clone()].into());
     let log_path = root.path(&opts.log_file.to_string_lossy());
     let log_before = log_stamp(&log_path);
-    let lock_file = lock.file().try_clone().map_err(|e| {
-        failure(
-            format!("cannot pass the install lock on: {e}"),
-            values.clone(),
-        )
-    })?;
-    let ran = sys.run_guarded(&argv, &lock_file, req.installer_timeout, &mut |pid| {
-        lock.record_holder(pid)
-    });
-    let out = ran.map_err(|e| {
-        let msg = if e.kind() == std::io::ErrorKind::TimedOut {
-            format!(
-                "the NVIDIA installer did not finish within installer_timeout ({} s): {e}. The \
-                 driver may be half installed: read {}, then run this again (the installer \
-                 replaces a partial installation) or raise installer_timeout",
-                req.installer_timeout.as_secs(),
-                opts.log_file.display()
-            )
-        } else {
-            format!("cannot start the installer (`{}`): {e}", argv.join(" "))
-        };
-        let mut f = failure(msg, values.clone());
-        // A killed installer may have changed the node.
-        let started = e.kind() == std::io::ErrorKind::TimedOut;
-        f.values.insert("changed".into(), started.into());
-        f
-    })?;
+    let out = start_installer(opts, req, sys, &argv, &values, lock)?;
     if !out.success() {
         let fresh = log_stamp(&log_path) != log_before;
         return Err(installer_failed(opts, root, &out, fresh, values));
     }
-
     let module_type = plan.module_type_name();
-    let after = version::loaded(root);
-    let loaded_ok = after
-        .as_ref()
-        .is_some_and(|a| a.version == req.version.as_str());
-    if !loaded_ok {
-        let why = match &after {
-            Some(a) => format!(
-                "the kernel still runs driver {} (the old module could not be replaced while \
-                 loaded)",
-                a.version
-            ),
-            None => "no NVIDIA kernel module is loaded".to_string(),
-        };
+    if let Some(why) = not_loaded(req, root) {
         values.insert("reboot_required".into(), true.into());
         return Ok(with_values(
             Outcome::new(true).msg(format!(
@@ -686,36 +825,7 @@ fn run_installer(
             values,
         ));
     }
-
-    if let Some(smi) = sys.find_program("nvidia-smi") {
-        let query = version::nvidia_smi_query(&smi.to_string_lossy());
-        commands.push(query.clone());
-        values.insert("commands".into(), commands.clone().into());
-        let result = sys.run(&query);
-        let problem = match &result {
-            Ok(o) if o.success() => None,
-            Ok(o) => Some(format!(
-                "{}: {}",
-                exit_status(o.status),
-                o.tail(5).join(" / ")
-            )),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(problem) = problem {
-            let mut f = failure(
-                format!(
-                    "NVIDIA driver {} is installed and loaded, but nvidia-smi fails ({problem}): \
-                     check `dmesg` for NVRM errors (a GPU that fell off the bus, or firmware \
-                     that does not match the driver)",
-                    req.version
-                ),
-                values,
-            );
-            f.values.insert("changed".into(), true.into());
-            return Err(f);
-        }
-    }
-
+    check_nvidia_smi(req, sys, argv, &mut values)?;
     let dkms = if opts.dkms {
         ", registered with DKMS"
     } else {
@@ -731,6 +841,86 @@ fn run_installer(
             .fact("nvidia_runtime_enabled", true),
         values,
     ))
+}
+
+/// Runs the installer in its process group, the lock passed on to it. An
+/// error that ends it (a timeout) or keeps it from starting is the failure.
+fn start_installer(
+    opts: &Options,
+    req: &Request,
+    sys: &dyn System,
+    argv: &[String],
+    values: &Map<String, Value>,
+    lock: &mut lock::InstallLock,
+) -> Result<nvidia_driver::Output, Failure> {
+    let lock_file = lock.file().try_clone().map_err(|e| {
+        failure(
+            format!("cannot pass the install lock on: {e}"),
+            values.clone(),
+        )
+    })?;
+    let ran = sys.run_guarded(argv, &lock_file, req.installer_timeout, &mut |pid| {
+        lock.record_holder(pid)
+    });
+    ran.map_err(|e| {
+        // A killed installer may have changed the node.
+        let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+        let msg = if timed_out {
+            format!(
+                "the NVIDIA installer did not finish within installer_timeout ({} s): {e}. The \
+                 driver may be half installed: read {}, then run this again (the installer \
+                 replaces a partial installation) or raise installer_timeout",
+                req.installer_timeout.as_secs(),
+                opts.log_file.display()
+            )
+        } else {
+            format!("cannot start the installer (`{}`): {e}", argv.join(" "))
+        };
+        failure(msg, values.clone()).value("changed", timed_out)
+    })
+}
+
+/// Why the requested driver is not the loaded one after the install, if it is not.
+fn not_loaded(req: &Request, root: &Root) -> Option<String> {
+    match version::loaded(root) {
+        Some(a) if a.version == req.version.as_str() => None,
+        Some(a) => Some(format!(
+            "the kernel still runs driver {} (the old module could not be replaced while \
+             loaded)",
+            a.version
+        )),
+        None => Some("no NVIDIA kernel module is loaded".to_string()),
+    }
+}
+
+/// Asks `nvidia-smi`, when it is there, whether the loaded driver works; its
+/// query joins `commands` after the installer's `argv`.
+fn check_nvidia_smi(
+    req: &Request,
+    sys: &dyn System,
+    argv: Vec<String>,
+    values: &mut Map<String, Value>,
+) -> Result<(), Failure> {
+    let Some(smi) = sys.find_program("nvidia-smi") else {
+        return Ok(());
+    };
+    let query = version::nvidia_smi_query(&smi.to_string_lossy());
+    values.insert("commands".into(), vec![argv, query.clone()].into());
+    let problem = match sys.run(&query) {
+        Ok(o) if o.success() => return Ok(()),
+        Ok(o) => format!("{}: {}", exit_status(o.status), o.tail(5).join(" / ")),
+        Err(e) => e.to_string(),
+    };
+    Err(failure(
+        format!(
+            "NVIDIA driver {} is installed and loaded, but nvidia-smi fails ({problem}): check \
+             `dmesg` for NVRM errors (a GPU that fell off the bus, or firmware that does not \
+             match the driver)",
+            req.version
+        ),
+        values.clone(),
+    )
+    .value("changed", true))
 }
 
 /// The failure of the installer: its exit status, the first error it logged,
@@ -816,6 +1006,17 @@ fn checks_json(checks: &[Check]) -> Value {
         .iter()
         .map(|c| json!({"name": c.name, "ok": c.ok, "message": c.message}))
         .collect()
+}
+
+/// The one place where this crate's error becomes the module's failure; a
+/// lock error carries the lock's path.
+fn failure_of(error: nvidia_driver::Error) -> Failure {
+    let path = error.path().map(|p| p.to_string_lossy().into_owned());
+    let failure = Failure::new(error.to_string());
+    match path {
+        Some(path) => failure.value("lock_path", path),
+        None => failure,
+    }
 }
 
 fn failure(msg: String, values: Map<String, Value>) -> Failure {

@@ -3,6 +3,11 @@
 //! in place of NVIDIA's installer and a PATH that holds only what each test
 //! puts there.
 
+// The fixture nodes, shared with node-probe's tests.
+#[path = "../../node-probe/tests/common/mod.rs"]
+mod common;
+
+use common::copy_tree;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
@@ -46,11 +51,7 @@ impl Node {
         ));
         let _ = fs::remove_dir_all(&dir);
         let root = dir.join("root");
-        let src = match fixture {
-            "h200-vm" => fixtures().join("h200-vm"),
-            profile => fixtures().join("profiles").join(profile),
-        };
-        copy_tree(&src, &root);
+        copy_tree(&common::fixture(fixture), &root);
         let node = Node {
             bin: dir.join("bin"),
             dir,
@@ -265,23 +266,6 @@ fn walk(base: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
             files.insert(rel, fs::read(&path).unwrap());
         }
     }
-}
-
-/// A copy that keeps the fixture's symlinks (sysfs's `driver` links) and modes.
-fn copy_tree(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        src.display(),
-        dst.display()
-    );
 }
 
 fn lines(text: Option<String>) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! `get_url` takes, checked against the installer before it runs.
 
 use crate::sha256::{self, Sha256};
+use crate::Error;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -11,29 +12,21 @@ pub struct Checksum(String);
 
 impl Checksum {
     /// Parses `sha256:<hex>`; the error says what is wrong and what is wanted.
-    pub fn parse(text: &str) -> Result<Checksum, String> {
-        let wanted = "checksum must be `sha256:` followed by the 64 hex digits that \
-                      `sha256sum` prints for the installer";
+    pub fn parse(text: &str) -> Result<Checksum, Error> {
         let text = text.trim();
         let Some((algorithm, digest)) = text.split_once(':') else {
-            return Err(format!("{wanted}; got {text:?} (no `sha256:` prefix)"));
+            return Err(Error::ChecksumPrefix(text.to_string()));
         };
         if !algorithm.eq_ignore_ascii_case("sha256") {
-            return Err(format!(
-                "{wanted}; got the algorithm {algorithm:?}, and only sha256 is supported"
-            ));
+            return Err(Error::ChecksumAlgorithm(algorithm.to_string()));
         }
         let digest = digest.trim();
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "{wanted}; got {} characters after `sha256:`{}",
-                digest.len(),
-                if digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    ""
-                } else {
-                    ", not all of them hex digits"
-                }
-            ));
+        let all_hex = digest.bytes().all(|b| b.is_ascii_hexdigit());
+        if digest.len() != 64 || !all_hex {
+            return Err(Error::ChecksumDigest {
+                length: digest.len(),
+                all_hex,
+            });
         }
         Ok(Checksum(digest.to_ascii_lowercase()))
     }
@@ -71,15 +64,19 @@ mod tests {
         assert_eq!(c.hex(), ABC);
     }
 
+    fn parse_error(text: &str) -> String {
+        Checksum::parse(text).unwrap_err().to_string()
+    }
+
     #[test]
     fn malformed_values_say_what_is_wrong() {
-        let no_prefix = Checksum::parse(ABC).unwrap_err();
+        let no_prefix = parse_error(ABC);
         assert!(no_prefix.contains("no `sha256:` prefix"), "{no_prefix}");
-        let md5 = Checksum::parse("md5:d41d8cd98f00b204e9800998ecf8427e").unwrap_err();
+        let md5 = parse_error("md5:d41d8cd98f00b204e9800998ecf8427e");
         assert!(md5.contains("only sha256 is supported"), "{md5}");
-        let short = Checksum::parse("sha256:abc").unwrap_err();
+        let short = parse_error("sha256:abc");
         assert!(short.contains("got 3 characters"), "{short}");
-        let not_hex = Checksum::parse(&format!("sha256:{}", "z".repeat(64))).unwrap_err();
+        let not_hex = parse_error(&format!("sha256:{}", "z".repeat(64)));
         assert!(not_hex.contains("not all of them hex digits"), "{not_hex}");
     }
 

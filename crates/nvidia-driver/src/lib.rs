@@ -14,6 +14,7 @@
 //! - [`stage`]: the private copy of the installer that is hashed and run.
 
 pub mod checksum;
+mod error;
 pub mod installer;
 pub mod lock;
 pub mod module_type;
@@ -24,4 +25,5 @@ pub mod stage;
 pub mod system;
 pub mod version;
 
+pub use error::Error;
 pub use system::{Host, Output, System};

@@ -13,6 +13,7 @@
 //! it is a regular file of this user with one link that others cannot write:
 //! another user's file is refused, naming its owner, and never read.
 
+use crate::Error;
 use rustix::fs::{flock, FlockOperation, OFlags};
 use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
@@ -58,70 +59,12 @@ fn write_pid(file: &mut File, pid: u32) -> io::Result<()> {
     writeln!(file, "{pid}")
 }
 
-/// Why the lock was not taken.
-#[derive(Debug)]
-pub enum LockError {
-    /// Another run held it for the whole `timeout`.
-    Busy {
-        path: PathBuf,
-        holder: Option<u32>,
-        timeout: Duration,
-    },
-    Io {
-        path: PathBuf,
-        error: io::Error,
-    },
-    /// The path is not a private regular file of this user.
-    Unsafe {
-        path: PathBuf,
-        why: String,
-    },
-}
-
-impl std::fmt::Display for LockError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LockError::Busy {
-                path,
-                holder,
-                timeout,
-            } => {
-                let who = match holder {
-                    Some(pid) => format!("another driver installation (pid {pid})"),
-                    None => "another driver installation".to_string(),
-                };
-                write!(
-                    f,
-                    "{who} holds the lock {} and did not finish within lock_timeout ({} s); \
-                     two driver installers must never run at once. Wait for it to finish (its \
-                     progress is in /var/log/nvidia-installer.log), then run this again, or \
-                     raise lock_timeout",
-                    path.display(),
-                    timeout.as_secs()
-                )
-            }
-            LockError::Io { path, error } => write!(
-                f,
-                "cannot open the lock file {}: {error}; set lock_path to a writable place",
-                path.display()
-            ),
-            LockError::Unsafe { path, why } => write!(
-                f,
-                "refusing the lock file {}: {why}. Another user may have put it there to block \
-                 or misdirect driver installs; remove it (no driver installation uses it) or \
-                 set lock_path to a folder only root can write",
-                path.display()
-            ),
-        }
-    }
-}
-
 /// Takes the lock at `path`, waiting up to `timeout` for a run that holds it
 /// (a zero timeout refuses at once).
-pub fn acquire(path: &Path, timeout: Duration) -> Result<InstallLock, LockError> {
-    let io_error = |error| LockError::Io {
+pub fn acquire(path: &Path, timeout: Duration) -> Result<InstallLock, Error> {
+    let io_error = |error| Error::LockIo {
         path: path.to_path_buf(),
-        error,
+        source: error,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_error)?;
@@ -143,7 +86,7 @@ pub fn acquire(path: &Path, timeout: Duration) -> Result<InstallLock, LockError>
             Err(Errno::WOULDBLOCK | Errno::INTR) => {
                 let waited = started.elapsed();
                 if waited >= timeout {
-                    return Err(LockError::Busy {
+                    return Err(Error::LockBusy {
                         path: path.to_path_buf(),
                         holder: read_pid(&mut file),
                         timeout,
@@ -183,26 +126,26 @@ fn safe_flags() -> i32 {
     (OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32
 }
 
-fn refused_or_io(path: &Path, error: io::Error) -> LockError {
+fn refused_or_io(path: &Path, error: io::Error) -> Error {
     // O_NOFOLLOW on a symlink fails with ELOOP.
     if error.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
-        return LockError::Unsafe {
+        return Error::LockUnsafe {
             path: path.to_path_buf(),
             why: "it is a symbolic link".to_string(),
         };
     }
-    LockError::Io {
+    Error::LockIo {
         path: path.to_path_buf(),
-        error,
+        source: error,
     }
 }
 
 /// A regular file of this user, with one link, that others cannot write.
-fn check_private(path: &Path, file: &File) -> Result<(), LockError> {
+fn check_private(path: &Path, file: &File) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata().map_err(|error| LockError::Io {
+    let meta = file.metadata().map_err(|error| Error::LockIo {
         path: path.to_path_buf(),
-        error,
+        source: error,
     })?;
     let me = rustix::process::geteuid().as_raw();
     let why = if !meta.file_type().is_file() {
@@ -226,7 +169,7 @@ fn check_private(path: &Path, file: &File) -> Result<(), LockError> {
         None
     };
     match why {
-        Some(why) => Err(LockError::Unsafe {
+        Some(why) => Err(Error::LockUnsafe {
             path: path.to_path_buf(),
             why,
         }),

@@ -11,6 +11,7 @@
 //!   they are the supported choice for Turing, Ampere and Ada as well.
 
 use crate::version::DriverVersion;
+use crate::Error;
 use node_probe::kernel::ModuleType;
 use node_probe::nvidia_ids::{self, Architecture};
 
@@ -23,14 +24,12 @@ pub enum Requested {
 }
 
 impl Requested {
-    pub fn parse(text: &str) -> Result<Requested, String> {
+    pub fn parse(text: &str) -> Result<Requested, Error> {
         match text {
             "auto" => Ok(Requested::Auto),
             "open" => Ok(Requested::Open),
             "proprietary" => Ok(Requested::Proprietary),
-            other => Err(format!(
-                "kernel_module_type must be auto, open or proprietary, not {other:?}"
-            )),
+            other => Err(Error::ModuleTypeName(other.to_string())),
         }
     }
 }
@@ -141,75 +140,66 @@ pub fn decide(
     version: &DriverVersion,
     gpus: &[GpuModel],
     node_arch: &str,
-) -> Result<Decision, String> {
+) -> Result<Decision, Error> {
     let classified: Vec<Classified> = gpus.iter().map(|g| classify(g, node_arch)).collect();
     let legacy = named(&classified, Class::Legacy);
     let open_only = named(&classified, Class::OpenOnly);
-    let branch = version.branch();
-    let decision = |module_type, reason: String| {
-        Ok(Decision {
-            module_type,
-            reason,
-        })
-    };
-
     match requested {
-        Requested::Open => {
-            if !version.has_open_modules() {
-                return Err(format!(
-                    "kernel_module_type is open, but driver {version} has no open kernel \
-                     modules (they exist from branch 515 on): use a newer driver or \
-                     kernel_module_type: proprietary"
-                ));
-            }
-            if let Some(legacy) = legacy {
-                return Err(format!(
-                    "kernel_module_type is open, but the open kernel modules do not support \
-                     {legacy} (Maxwell, Pascal and Volta need the proprietary module): use \
-                     kernel_module_type: proprietary or auto"
-                ));
-            }
-            decision(
-                ModuleType::Open,
-                "open: requested with kernel_module_type: open".to_string(),
-            )
-        }
-        Requested::Proprietary => {
-            if let Some(open_only) = open_only {
-                return Err(format!(
-                    "kernel_module_type is proprietary, but {open_only} works only with the \
-                     open kernel modules: use kernel_module_type: open or auto"
-                ));
-            }
-            decision(
-                ModuleType::Proprietary,
-                "proprietary: requested with kernel_module_type: proprietary".to_string(),
-            )
-        }
+        Requested::Open => open_as_requested(version, legacy),
+        Requested::Proprietary => proprietary_as_requested(open_only),
         Requested::Auto => match (legacy, open_only) {
-            (Some(legacy), Some(open_only)) => Err(format!(
-                "no kernel module type drives every GPU of this node: {legacy} needs the \
-                 proprietary module and {open_only} needs the open one; put them in \
-                 different nodes"
-            )),
-            (Some(legacy), None) => decision(
-                ModuleType::Proprietary,
-                format!(
+            (Some(legacy), Some(open_only)) => Err(Error::MixedGpus { legacy, open_only }),
+            (Some(legacy), None) => Ok(Decision {
+                module_type: ModuleType::Proprietary,
+                reason: format!(
                     "proprietary: the open kernel modules do not support {legacy} \
                      (Maxwell, Pascal and Volta)"
                 ),
-            ),
-            (None, Some(open_only)) if !version.has_open_modules() => Err(format!(
-                "{open_only} works only with the open kernel modules, which driver {version} \
-                 does not have: install a driver that supports it"
+            }),
+            (None, Some(gpus)) if !version.has_open_modules() => Err(Error::OpenOnlyTooOld {
+                gpus,
+                version: version.to_string(),
+            }),
+            (None, Some(open_only)) => Ok(Decision {
+                module_type: ModuleType::Open,
+                reason: format!("open: {open_only} works only with the open kernel modules"),
+            }),
+            (None, None) => Ok(auto_without_constraints(
+                version,
+                &classified,
+                version.branch(),
             )),
-            (None, Some(open_only)) => decision(
-                ModuleType::Open,
-                format!("open: {open_only} works only with the open kernel modules"),
-            ),
-            (None, None) => Ok(auto_without_constraints(version, &classified, branch)),
         },
     }
+}
+
+/// `kernel_module_type: open`: refused where the driver has no open modules
+/// or a GPU (`legacy`) needs the proprietary one.
+fn open_as_requested(version: &DriverVersion, legacy: Option<String>) -> Result<Decision, Error> {
+    if !version.has_open_modules() {
+        return Err(Error::NoOpenModules {
+            version: version.to_string(),
+        });
+    }
+    if let Some(gpus) = legacy {
+        return Err(Error::OpenUnsupported { gpus });
+    }
+    Ok(Decision {
+        module_type: ModuleType::Open,
+        reason: "open: requested with kernel_module_type: open".to_string(),
+    })
+}
+
+/// `kernel_module_type: proprietary`: refused where a GPU (`open_only`)
+/// works only with the open modules.
+fn proprietary_as_requested(open_only: Option<String>) -> Result<Decision, Error> {
+    if let Some(gpus) = open_only {
+        return Err(Error::ProprietaryUnsupported { gpus });
+    }
+    Ok(Decision {
+        module_type: ModuleType::Proprietary,
+        reason: "proprietary: requested with kernel_module_type: proprietary".to_string(),
+    })
 }
 
 /// `auto` when every GPU could run either flavour (or none is visible).
@@ -299,6 +289,13 @@ mod tests {
         DriverVersion::parse(text).unwrap()
     }
 
+    /// The message of a refused decision.
+    fn refused(requested: Requested, version: &str, devices: &[u16], node_arch: &str) -> String {
+        decide(requested, &v(version), &gpus(devices), node_arch)
+            .unwrap_err()
+            .to_string()
+    }
+
     fn gpus(devices: &[u16]) -> Vec<GpuModel> {
         devices
             .iter()
@@ -377,55 +374,31 @@ mod tests {
             "{}",
             hopper_on_grace.reason
         );
-        let err = decide(
-            Requested::Proprietary,
-            &v("580.95.05"),
-            &gpus(&[B200]),
-            "x86_64",
-        )
-        .unwrap_err();
+        let err = refused(Requested::Proprietary, "580.95.05", &[B200], "x86_64");
         assert!(
             err.starts_with("kernel_module_type is proprietary, but Blackwell GPU 0000:01:00.0"),
             "{err}"
         );
-        let too_old = decide(
-            Requested::Auto,
-            &v("470.256.02"),
-            &gpus(&[GH200]),
-            "aarch64",
-        )
-        .unwrap_err();
+        let too_old = refused(Requested::Auto, "470.256.02", &[GH200], "aarch64");
         assert!(too_old.contains("does not have"), "{too_old}");
     }
 
     #[test]
     fn forcing_open_on_gpus_it_does_not_support_is_refused() {
-        let err = decide(
-            Requested::Open,
-            &v("580.95.05"),
-            &gpus(&[T4, P100]),
-            "x86_64",
-        )
-        .unwrap_err();
+        let err = refused(Requested::Open, "580.95.05", &[T4, P100], "x86_64");
         assert_eq!(
             err,
             "kernel_module_type is open, but the open kernel modules do not support Pascal GPU \
              0000:02:00.0 (10de:15f8) (Maxwell, Pascal and Volta need the proprietary module): \
              use kernel_module_type: proprietary or auto"
         );
-        let old = decide(Requested::Open, &v("470.256.02"), &gpus(&[T4]), "x86_64").unwrap_err();
+        let old = refused(Requested::Open, "470.256.02", &[T4], "x86_64");
         assert!(old.contains("no open kernel modules"), "{old}");
     }
 
     #[test]
     fn mixed_legacy_and_open_only_gpus_have_no_answer() {
-        let err = decide(
-            Requested::Auto,
-            &v("580.95.05"),
-            &gpus(&[V100, B200]),
-            "x86_64",
-        )
-        .unwrap_err();
+        let err = refused(Requested::Auto, "580.95.05", &[V100, B200], "x86_64");
         assert!(
             err.starts_with("no kernel module type drives every GPU"),
             "{err}"
@@ -479,8 +452,8 @@ mod tests {
 
     #[test]
     fn the_option_parses_its_three_choices() {
-        assert_eq!(Requested::parse("auto"), Ok(Requested::Auto));
-        assert_eq!(Requested::parse("open"), Ok(Requested::Open));
+        assert_eq!(Requested::parse("auto").ok(), Some(Requested::Auto));
+        assert_eq!(Requested::parse("open").ok(), Some(Requested::Open));
         assert!(Requested::parse("kernel-open").is_err());
     }
 }

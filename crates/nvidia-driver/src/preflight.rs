@@ -157,10 +157,10 @@ pub fn checksum_of(path: &Path, actual: std::io::Result<String>, expected: &Chec
 }
 
 /// The kernel module type decision, as a check.
-pub fn kernel_module_type(decision: &Result<Decision, String>) -> Check {
+pub fn kernel_module_type(decision: &Result<Decision, crate::Error>) -> Check {
     match decision {
         Ok(d) => Check::pass("kernel_module_type", d.reason.clone()),
-        Err(why) => Check::fail("kernel_module_type", why.clone()),
+        Err(why) => Check::fail("kernel_module_type", why.to_string()),
     }
 }
 
@@ -243,6 +243,12 @@ pub fn kernel_headers(
             format!("{problem}: kernel_source_path must name the configured source tree of the running kernel {release}"),
         );
     }
+    Check::fail(NAME, missing_headers(root, release, os_family, &problem))
+}
+
+/// What to install when the running kernel's headers are missing, and the
+/// kernels that have them (a kernel updated without a reboot).
+fn missing_headers(root: &Root, release: &str, os_family: Option<&str>, problem: &str) -> String {
     let package = match os_family {
         Some("RedHat") => format!("kernel-devel-{release}"),
         Some("Debian") => format!("linux-headers-{release}"),
@@ -258,17 +264,14 @@ pub fn kernel_headers(
             others.join(", ")
         )
     };
-    Check::fail(
-        NAME,
-        format!(
-            "the headers of the running kernel {release} are missing ({problem}), so the \
-             installer cannot build the kernel module: install {}{others}",
-            if os_family.is_some() {
-                install_hint(os_family, &package)
-            } else {
-                package
-            }
-        ),
+    format!(
+        "the headers of the running kernel {release} are missing ({problem}), so the installer \
+         cannot build the kernel module: install {}{others}",
+        if os_family.is_some() {
+            install_hint(os_family, &package)
+        } else {
+            package
+        }
     )
 }
 
@@ -291,51 +294,51 @@ fn kernels_with_headers(root: &Root, running: &str) -> Vec<String> {
 
 /// A C compiler on PATH: the kernel module is built on the node.
 pub fn compiler(sys: &dyn System, os_family: Option<&str>) -> Check {
-    match sys.find_program("cc").or_else(|| sys.find_program("gcc")) {
-        Some(path) => Check::pass("compiler", format!("{} is on PATH", path.display())),
-        None => Check::fail(
-            "compiler",
+    on_path(
+        sys.find_program("cc").or_else(|| sys.find_program("gcc")),
+        "compiler",
+        || {
             format!(
                 "no C compiler (cc or gcc) is on PATH, and the installer compiles the kernel \
-                 module: install {}",
+             module: install {}",
                 install_hint(os_family, "gcc")
-            ),
-        ),
-    }
+            )
+        },
+    )
 }
 
 /// `make` on PATH.
 pub fn make(sys: &dyn System, os_family: Option<&str>) -> Check {
-    match sys.find_program("make") {
-        Some(path) => Check::pass("make", format!("{} is on PATH", path.display())),
-        None => Check::fail(
-            "make",
-            format!(
-                "make is not on PATH, and the installer needs it to build the kernel module: \
-                 install {}",
-                install_hint(os_family, "make")
-            ),
-        ),
-    }
+    on_path(sys.find_program("make"), "make", || {
+        format!(
+            "make is not on PATH, and the installer needs it to build the kernel module: \
+             install {}",
+            install_hint(os_family, "make")
+        )
+    })
 }
 
 /// `dkms` on PATH, when the module is to be registered with DKMS.
 pub fn dkms(sys: &dyn System, os_family: Option<&str>) -> Check {
-    match sys.find_program("dkms") {
-        Some(path) => Check::pass("dkms", format!("{} is on PATH", path.display())),
-        None => Check::fail(
-            "dkms",
-            format!(
-                "dkms is not on PATH but dkms is true: install {}{}, or set dkms: false (the \
-                 module must then be rebuilt by hand after every kernel update)",
-                install_hint(os_family, "dkms"),
-                if os_family == Some("RedHat") {
-                    " (from EPEL)"
-                } else {
-                    ""
-                }
-            ),
-        ),
+    on_path(sys.find_program("dkms"), "dkms", || {
+        format!(
+            "dkms is not on PATH but dkms is true: install {}{}, or set dkms: false (the \
+             module must then be rebuilt by hand after every kernel update)",
+            install_hint(os_family, "dkms"),
+            if os_family == Some("RedHat") {
+                " (from EPEL)"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// The check `name` of a program found at `found`, else failed with `missing()`.
+fn on_path(found: Option<PathBuf>, name: &'static str, missing: impl FnOnce() -> String) -> Check {
+    match found {
+        Some(path) => Check::pass(name, format!("{} is on PATH", path.display())),
+        None => Check::fail(name, missing()),
     }
 }
 
@@ -393,29 +396,22 @@ pub fn secure_boot_state(root: &Root) -> SecureBoot {
 
 /// Secure Boot on means the module must be signed with a key the firmware
 /// trusts, or the kernel refuses it ("Key was rejected by service").
-pub fn secure_boot(root: &Root, key: Option<&Path>, cert: Option<&Path>) -> Check {
+/// `signing` is the key and its certificate (the module's spec requires
+/// them together).
+pub fn secure_boot(root: &Root, signing: Option<(&Path, &Path)>) -> Check {
     const NAME: &str = "secure_boot";
     let state = secure_boot_state(root);
-    let signing =
-        match (key, cert) {
-            (Some(key), Some(cert)) => {
-                for (option, path) in [("module_signing_key", key), ("module_signing_cert", cert)] {
-                    if let Err(e) = File::open(path) {
-                        return Check::fail(
-                            NAME,
-                            format!("cannot read {option} {}: {e}", path.display()),
-                        );
-                    }
-                }
-                Some(key)
+    if let Some((key, cert)) = signing {
+        for (option, path) in [("module_signing_key", key), ("module_signing_cert", cert)] {
+            if let Err(e) = File::open(path) {
+                return Check::fail(
+                    NAME,
+                    format!("cannot read {option} {}: {e}", path.display()),
+                );
             }
-            (None, None) => None,
-            _ => return Check::fail(
-                NAME,
-                "module_signing_key and module_signing_cert go together: give both, the private \
-                 key and its certificate",
-            ),
-        };
+        }
+    }
+    let signing = signing.map(|(key, _)| key);
     match (state, signing) {
         (SecureBoot::Enabled, None) => Check::fail(
             NAME,
@@ -540,34 +536,7 @@ fn running_installers(root: &Root) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::Output;
-    use std::collections::HashMap;
-    use std::io;
-
-    /// A machine with the given programs and free space everywhere.
-    struct Fake {
-        programs: Vec<&'static str>,
-        free_mb: HashMap<&'static str, u64>,
-    }
-
-    impl System for Fake {
-        fn find_program(&self, name: &str) -> Option<PathBuf> {
-            self.programs
-                .contains(&name)
-                .then(|| Path::new("/usr/bin").join(name))
-        }
-        fn run(&self, _argv: &[String]) -> io::Result<Output> {
-            unreachable!("pre-flight checks run nothing")
-        }
-        fn free_bytes(&self, path: &Path) -> io::Result<u64> {
-            let mb = self
-                .free_mb
-                .iter()
-                .find(|(suffix, _)| path.ends_with(suffix.trim_start_matches('/')))
-                .map_or(100_000, |(_, mb)| *mb);
-            Ok(mb << 20)
-        }
-    }
+    use crate::system::fake::FakeSystem;
 
     fn scratch(name: &str) -> (PathBuf, Root) {
         let dir =
@@ -621,22 +590,19 @@ mod tests {
         assert_eq!(secure_boot_state(&root), SecureBoot::Disabled);
         write(&dir, SECURE_BOOT_VAR, &[6, 0, 0, 0, 1]);
         assert_eq!(secure_boot_state(&root), SecureBoot::Enabled);
-        let refused = secure_boot(&root, None, None);
+        let refused = secure_boot(&root, None);
         assert!(!refused.ok);
         assert!(
             refused.message.starts_with("Secure Boot is enabled"),
             "{}",
             refused.message
         );
-        let half = secure_boot(&root, Some(Path::new("/k")), None);
-        assert!(half.message.contains("go together"), "{}", half.message);
         write(&dir, "keys/mok.key", b"k");
         write(&dir, "keys/mok.der", b"c");
         assert!(
             secure_boot(
                 &root,
-                Some(&dir.join("keys/mok.key")),
-                Some(&dir.join("keys/mok.der"))
+                Some((&dir.join("keys/mok.key"), &dir.join("keys/mok.der")))
             )
             .ok
         );
@@ -648,10 +614,7 @@ mod tests {
         for d in ["tmp", "usr", "lib/modules"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        let sys = Fake {
-            programs: vec![],
-            free_mb: HashMap::from([("/tmp", 300), ("/usr", 5000)]),
-        };
+        let sys = FakeSystem::new().free_mb("/tmp", 300).free_mb("/usr", 5000);
         let check = free_space(&root, &sys, &space_paths(None), 1024);
         assert!(!check.ok);
         assert!(
@@ -672,10 +635,7 @@ mod tests {
 
     #[test]
     fn build_tools_are_looked_up_on_path() {
-        let none = Fake {
-            programs: vec![],
-            free_mb: HashMap::new(),
-        };
+        let none = FakeSystem::new();
         let c = compiler(&none, Some("RedHat"));
         assert_eq!(
             c.message,
@@ -683,10 +643,7 @@ mod tests {
              install `dnf install gcc`"
         );
         assert!(dkms(&none, Some("RedHat")).message.contains("(from EPEL)"));
-        let gcc_only = Fake {
-            programs: vec!["gcc", "make"],
-            free_mb: HashMap::new(),
-        };
+        let gcc_only = FakeSystem::new().program("gcc").program("make");
         assert!(compiler(&gcc_only, None).ok && make(&gcc_only, None).ok);
     }
 

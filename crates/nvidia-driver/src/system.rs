@@ -60,12 +60,16 @@ pub trait System {
         inherit: &File,
         timeout: Duration,
         started: &mut dyn FnMut(u32),
-    ) -> io::Result<Output> {
-        let _ = (inherit, timeout);
-        started(0);
-        self.run(argv)
+    ) -> io::Result<Output>;
+    /// The `$TMPDIR` of the module's environment: where the installer
+    /// unpacks itself and its private copy is made.
+    fn tmpdir(&self) -> Option<String> {
+        std::env::var("TMPDIR").ok()
     }
 }
+
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 
 /// The real machine.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,13 +85,7 @@ impl System for Host {
     }
 
     fn run(&self, argv: &[String]) -> io::Result<Output> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
-        let out = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()?;
+        let out = command(argv)?.output()?;
         Ok(Output {
             status: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -107,16 +105,11 @@ impl System for Host {
         timeout: Duration,
         started: &mut dyn FnMut(u32),
     ) -> io::Result<Output> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
         // Output goes to an unlinked file, not a pipe: a killed module must
         // not take the installer down with SIGPIPE on its next line of output.
         let mut log = unnamed_file()?;
-        let mut command = Command::new(program);
+        let mut command = command(argv)?;
         command
-            .args(args)
-            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log.try_clone()?)
             .process_group(0);
@@ -138,17 +131,31 @@ impl System for Host {
         };
         match status {
             Some(_) => Ok(output),
-            None => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "it ran longer than {} s and was killed with its process group; its last \
-                     output: {}",
-                    timeout.as_secs(),
-                    output.tail(3).join(" / ")
-                ),
-            )),
+            None => Err(timed_out(timeout, &output)),
         }
     }
+}
+
+/// The error of a guarded run killed at its `timeout`, with its last output.
+fn timed_out(timeout: Duration, output: &Output) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "it ran longer than {} s and was killed with its process group; its last output: {}",
+            timeout.as_secs(),
+            output.tail(3).join(" / ")
+        ),
+    )
+}
+
+/// `argv` as a command without a shell, its stdin closed.
+fn command(argv: &[String]) -> io::Result<Command> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null());
+    Ok(command)
 }
 
 /// A new file in the temporary folder whose name is gone at once.

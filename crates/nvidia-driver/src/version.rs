@@ -1,6 +1,7 @@
 //! Driver versions: the one asked for, and the one the node has now.
 
 use crate::system::System;
+use crate::Error;
 use node_probe::kernel::{self, ModuleType};
 use node_probe::Root;
 
@@ -18,7 +19,7 @@ pub struct DriverVersion {
 }
 
 impl DriverVersion {
-    pub fn parse(text: &str) -> Result<DriverVersion, String> {
+    pub fn parse(text: &str) -> Result<DriverVersion, Error> {
         let text = text.trim();
         let branch = text.split('.').next().and_then(|b| b.parse::<u32>().ok());
         match branch {
@@ -26,10 +27,7 @@ impl DriverVersion {
                 text: text.to_string(),
                 branch,
             }),
-            _ => Err(format!(
-                "version must be a full driver version such as 580.95.05 (the part of \
-                 NVIDIA-Linux-x86_64-580.95.05.run after the architecture), not {text:?}"
-            )),
+            _ => Err(Error::Version(text.to_string())),
         }
     }
 
@@ -169,7 +167,7 @@ mod tests {
             "580.95.x",
             "",
         ] {
-            let err = DriverVersion::parse(bad).unwrap_err();
+            let err = DriverVersion::parse(bad).unwrap_err().to_string();
             assert!(err.contains("such as 580.95.05"), "{bad}: {err}");
         }
     }
