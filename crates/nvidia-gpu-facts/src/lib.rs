@@ -227,6 +227,13 @@ fn keep_local_facts(
     outcome
         .values
         .insert("local_facts_owner".into(), local_facts::OWNER.into());
+    // Before any write: what a reader of the file (ansible_local) sees now.
+    if let FactsFile::Ours { content, .. } = file {
+        let differences = local_facts::differences(content, &detection_facts(facts));
+        outcome
+            .values
+            .insert("local_facts_differences".into(), differences.into());
+    }
     if !opts.local_facts_write {
         return Ok(());
     }
