@@ -7,6 +7,7 @@ const SPEC: ModuleSpec = ModuleSpec {
     name: "no_check_mode_module",
     supports_check_mode: false,
     args: &[],
+    ..ModuleSpec::BASE
 };
 
 fn main() {

@@ -7,6 +7,7 @@ const SPEC: ModuleSpec = ModuleSpec {
     name: "panicking_module",
     supports_check_mode: true,
     args: &[Arg::str("reason").default_str("a bug")],
+    ..ModuleSpec::BASE
 };
 
 #[derive(serde::Deserialize)]

@@ -15,6 +15,7 @@
 //!     name: "hello",
 //!     supports_check_mode: true,
 //!     args: &[Arg::str("name").required()],
+//!     ..ModuleSpec::BASE
 //! };
 //!
 //! #[derive(serde::Deserialize)]
@@ -27,14 +28,17 @@
 //! }
 //! ```
 
+pub mod error;
 pub mod fs;
 pub mod params;
+mod relations;
 pub mod result;
 pub mod spec;
 
+pub use error::Error;
 pub use params::{Controller, Params};
 pub use result::{Diff, Failure, Outcome};
-pub use spec::{Arg, ArgType, DefaultValue, ModuleSpec};
+pub use spec::{Arg, ArgType, DefaultValue, ModuleSpec, RequiredBy, RequiredIf};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -58,7 +62,7 @@ pub struct Module {
 
 impl Module {
     /// Validates raw arguments (the content of the args file) against `spec`.
-    pub fn new(spec: &'static ModuleSpec, args: Map<String, Value>) -> Result<Module, String> {
+    pub fn new(spec: &'static ModuleSpec, args: Map<String, Value>) -> Result<Module, Error> {
         Ok(Module {
             spec,
             params: params::validate(spec, args)?,
@@ -94,9 +98,9 @@ impl Module {
     }
 
     /// The validated options as the module's own typed struct.
-    pub fn options<T: DeserializeOwned>(&self) -> Result<T, String> {
+    pub fn options<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_value(Value::Object(self.params.options.clone()))
-            .map_err(|e| format!("internal error: the options do not fit the module's spec: {e}"))
+            .map_err(Error::OptionsDoNotFit)
     }
 
     /// The options as Ansible echoes them in `invocation.module_args`, with
@@ -187,7 +191,7 @@ where
     let module = read_args(args.first().map(String::as_str)).and_then(|raw| Module::new(spec, raw));
     let mut module = match module {
         Ok(module) => module,
-        Err(msg) => emit(&bare_failure(&msg), 1),
+        Err(error) => emit(&bare_failure(&error.to_string()), 1),
     };
     if module.check_mode() && !spec.supports_check_mode {
         let skipped = serde_json::json!({
@@ -199,7 +203,7 @@ where
     }
     let result = match module.options::<T>() {
         Ok(options) => body(&mut module, options),
-        Err(msg) => Err(Failure::new(msg)),
+        Err(error) => Err(error.into()),
     };
     let json = module.result_json(result);
     let code = i32::from(is_failure(&json));
@@ -207,27 +211,30 @@ where
 }
 
 /// Reads and parses the args file; the error says which of the steps failed.
-fn read_args(path: Option<&str>) -> Result<Map<String, Value>, String> {
-    let path = path.ok_or(
-        "no arguments file given: this is an Ansible module, run by Ansible as \
-         `MODULE ARGS_FILE` where ARGS_FILE holds the task's options as a JSON object",
-    )?;
-    let text =
-        std::fs::read(path).map_err(|e| format!("cannot read the arguments file {path}: {e}"))?;
-    match serde_json::from_slice::<Value>(&text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(format!(
-            "the arguments file {path} must hold a JSON object of options, not {}",
-            match other {
-                Value::Array(_) => "a list",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                _ => "null",
-            }
-        )),
-        Err(e) => Err(format!("the arguments file {path} is not valid JSON: {e}")),
-    }
+fn read_args(path: Option<&str>) -> Result<Map<String, Value>, Error> {
+    let path = path.ok_or(Error::NoArgsFile)?;
+    let text = std::fs::read(path).map_err(|source| Error::ReadArgs {
+        path: path.to_string(),
+        source,
+    })?;
+    let found = match serde_json::from_slice::<Value>(&text) {
+        Ok(Value::Object(map)) => return Ok(map),
+        Ok(Value::Array(_)) => "a list",
+        Ok(Value::String(_)) => "a string",
+        Ok(Value::Number(_)) => "a number",
+        Ok(Value::Bool(_)) => "a boolean",
+        Ok(Value::Null) => "null",
+        Err(source) => {
+            return Err(Error::ArgsNotJson {
+                path: path.to_string(),
+                source,
+            })
+        }
+    };
+    Err(Error::ArgsNotObject {
+        path: path.to_string(),
+        found,
+    })
 }
 
 fn bare_failure(msg: &str) -> Value {
@@ -266,6 +273,7 @@ mod tests {
             Arg::str("path").default_str("/x"),
             Arg::str("password").no_log(),
         ],
+        ..ModuleSpec::BASE
     };
 
     fn module(args: Value) -> Module {
@@ -317,6 +325,42 @@ mod tests {
         m.warn("cannot read numa_node");
         let out = m.result_json(Ok(Outcome::new(false)));
         assert_eq!(out["warnings"], json!(["cannot read numa_node"]));
+    }
+
+    #[test]
+    fn args_file_problems_name_the_file_and_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("ansible-module-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let list = file("list.json", "[1]");
+        let broken = file("broken.json", "{");
+        let ok = file("ok.json", r#"{"path": "/y"}"#);
+        assert!(matches!(read_args(None), Err(Error::NoArgsFile)));
+        assert_eq!(
+            read_args(Some(&list)).unwrap_err().to_string(),
+            format!("the arguments file {list} must hold a JSON object of options, not a list")
+        );
+        let err = read_args(Some(&broken)).unwrap_err();
+        assert!(
+            matches!(&err, Error::ArgsNotJson { path, .. } if *path == broken),
+            "{err}"
+        );
+        assert!(matches!(
+            read_args(Some("/nonexistent/args")),
+            Err(Error::ReadArgs { path, .. }) if path == "/nonexistent/args"
+        ));
+        assert_eq!(read_args(Some(&ok)).unwrap()["path"], json!("/y"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_error_becomes_a_failure_with_its_message() {
+        let failure = Failure::from(Error::MissingRequired(vec!["version".into()]));
+        assert_eq!(failure.msg, "missing required arguments: version");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! `-a nvidia_runtime=yes` (a string) works and a typo fails the same way it
 //! would for any built-in module.
 
+use crate::error::Error;
+use crate::relations;
 use crate::spec::{Arg, ArgType, ModuleSpec};
 use serde_json::{Map, Value};
 
@@ -26,51 +28,21 @@ pub struct Params {
     pub controller: Controller,
 }
 
-/// Validates the args object. The error is the message for `msg`.
-pub fn validate(spec: &ModuleSpec, args: Map<String, Value>) -> Result<Params, String> {
-    let mut controller = Controller::default();
-    let mut given = Map::new();
-    for (key, value) in args {
-        match key.strip_prefix("_ansible_") {
-            Some(internal) => read_controller_key(&mut controller, internal, &value)?,
-            None => {
-                given.insert(key, value);
-            }
-        }
+/// Validates the args object, in `AnsibleModule`'s order (unknown options,
+/// mutually exclusive ones, required ones, types and choices, then the other
+/// relationships on the options with their defaults filled in), so the first
+/// problem reported is the one Ansible would report. The error is the message
+/// for `msg`.
+pub fn validate(spec: &ModuleSpec, args: Map<String, Value>) -> Result<Params, Error> {
+    let (controller, mut given) = split_controller_keys(args)?;
+    let name = controller.module_name.as_deref().unwrap_or(spec.name);
+    if !controller.ignore_unknown_opts {
+        check_unknown(spec, name, &given)?;
     }
-    let name = controller
-        .module_name
-        .clone()
-        .unwrap_or_else(|| spec.name.to_string());
-
-    let mut unknown: Vec<&str> = given
-        .keys()
-        .map(String::as_str)
-        .filter(|k| spec.arg(k).is_none())
-        .collect();
-    if !unknown.is_empty() && !controller.ignore_unknown_opts {
-        unknown.sort_unstable();
-        let mut supported: Vec<&str> = spec.args.iter().map(|a| a.name).collect();
-        supported.sort_unstable();
-        return Err(format!(
-            "Unsupported parameters for ({name}) module: {}. Supported parameters include: {}.",
-            unknown.join(", "),
-            supported.join(", ")
-        ));
-    }
-
-    let missing: Vec<&str> = spec
-        .args
-        .iter()
-        .filter(|a| a.required && given.get(a.name).is_none_or(Value::is_null))
-        .map(|a| a.name)
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "missing required arguments: {}",
-            missing.join(", ")
-        ));
-    }
+    // Ansible checks this one before defaults are set: a default never
+    // conflicts with a given option.
+    relations::check_mutually_exclusive(spec, &given)?;
+    check_required(spec, &given)?;
 
     let mut options = Map::new();
     for arg in spec.args {
@@ -81,26 +53,81 @@ pub fn validate(spec: &ModuleSpec, args: Map<String, Value>) -> Result<Params, S
         check_choice(arg, &value)?;
         options.insert(arg.name.to_string(), value);
     }
+    relations::check_after_defaults(spec, &options)?;
     Ok(Params {
         options,
         controller,
     })
 }
 
+/// Separates the controller's `_ansible_*` keys from the task's options.
+fn split_controller_keys(
+    args: Map<String, Value>,
+) -> Result<(Controller, Map<String, Value>), Error> {
+    let mut controller = Controller::default();
+    let mut given = Map::new();
+    for (key, value) in args {
+        match key.strip_prefix("_ansible_") {
+            Some(internal) => read_controller_key(&mut controller, internal, &value)?,
+            None => {
+                given.insert(key, value);
+            }
+        }
+    }
+    Ok((controller, given))
+}
+
+fn check_unknown(spec: &ModuleSpec, name: &str, given: &Map<String, Value>) -> Result<(), Error> {
+    let mut unknown: Vec<String> = given
+        .keys()
+        .filter(|k| spec.arg(k).is_none())
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let mut supported: Vec<String> = spec.args.iter().map(|a| a.name.to_string()).collect();
+    supported.sort_unstable();
+    Err(Error::Unsupported {
+        module: name.to_string(),
+        unknown,
+        supported,
+    })
+}
+
+fn check_required(spec: &ModuleSpec, given: &Map<String, Value>) -> Result<(), Error> {
+    let missing: Vec<String> = spec
+        .args
+        .iter()
+        .filter(|a| a.required && !relations::is_set(given, a.name))
+        .map(|a| a.name.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::MissingRequired(missing))
+}
+
 /// Reads one `_ansible_*` key. The flags fail closed: a value that is not a
 /// boolean is an error, never "false" (a check-mode flag of `"maybe"` read as
 /// false would run for real).
-fn read_controller_key(c: &mut Controller, key: &str, value: &Value) -> Result<(), String> {
-    let flag = || to_bool(value).map_err(|e| format!("_ansible_{key} must be a boolean: {e}"));
+fn read_controller_key(c: &mut Controller, key: &str, value: &Value) -> Result<(), Error> {
+    let flag = || {
+        to_bool(value).map_err(|why| Error::ControllerFlag {
+            key: key.to_string(),
+            why,
+        })
+    };
     match key {
         "check_mode" => c.check_mode = flag()?,
         "diff" => c.diff = flag()?,
         "no_log" => c.no_log = flag()?,
         "ignore_unknown_opts" => c.ignore_unknown_opts = flag()?,
         "verbosity" => {
-            c.verbosity = value.as_u64().ok_or_else(|| {
-                format!("_ansible_verbosity must be a whole number of 0 or more, not {value}")
-            })?
+            c.verbosity = value
+                .as_u64()
+                .ok_or_else(|| Error::Verbosity(value.clone()))?
         }
         "module_name" => c.module_name = value.as_str().map(str::to_string),
         // The others (_ansible_tmpdir, _ansible_version, ...) mean nothing to a
@@ -110,7 +137,7 @@ fn read_controller_key(c: &mut Controller, key: &str, value: &Value) -> Result<(
     Ok(())
 }
 
-fn check_choice(arg: &Arg, value: &Value) -> Result<(), String> {
+fn check_choice(arg: &Arg, value: &Value) -> Result<(), Error> {
     if arg.choices.is_empty() || value.is_null() {
         return Ok(());
     }
@@ -121,15 +148,15 @@ fn check_choice(arg: &Arg, value: &Value) -> Result<(), String> {
     if arg.choices.contains(&text.as_str()) {
         return Ok(());
     }
-    Err(format!(
-        "value of {} must be one of: {}, got: {text}",
-        arg.name,
-        arg.choices.join(", ")
-    ))
+    Err(Error::NotAChoice {
+        option: arg.name.to_string(),
+        choices: arg.choices,
+        got: text,
+    })
 }
 
 /// Converts one given value to the option's type, or says why it cannot.
-fn convert(arg: &Arg, value: Value) -> Result<Value, String> {
+fn convert(arg: &Arg, value: Value) -> Result<Value, Error> {
     let converted = match arg.ty {
         ArgType::Str => to_str(&value).map(Value::String),
         ArgType::Path => to_str(&value).map(|s| Value::String(expand_home(&s))),
@@ -139,13 +166,11 @@ fn convert(arg: &Arg, value: Value) -> Result<Value, String> {
         ArgType::Dict => to_dict(value.clone()),
         ArgType::Raw => Ok(value.clone()),
     };
-    converted.map_err(|why| {
-        format!(
-            "argument '{}' is of type {} and we were unable to convert to {}: {why}",
-            arg.name,
-            json_type_name(&value),
-            arg.ty.name()
-        )
+    converted.map_err(|why| Error::Conversion {
+        option: arg.name.to_string(),
+        given: json_type_name(&value),
+        wanted: arg.ty.name(),
+        why,
     })
 }
 
@@ -285,6 +310,7 @@ mod tests {
             Arg::dict("vars"),
             Arg::str("token").no_log(),
         ],
+        ..ModuleSpec::BASE
     };
 
     fn args(v: Value) -> Map<String, Value> {
@@ -320,7 +346,8 @@ mod tests {
             &SPEC,
             args(json!({"enabled": true, "colour": "red", "_ansible_module_name": "demo_mod"})),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "Unsupported parameters for (demo_mod) module: colour. Supported parameters include: \
@@ -340,15 +367,19 @@ mod tests {
 
     #[test]
     fn missing_required_option_is_named() {
-        let err = validate(&SPEC, args(json!({}))).unwrap_err();
+        let err = validate(&SPEC, args(json!({}))).unwrap_err().to_string();
         assert_eq!(err, "missing required arguments: enabled");
-        let err = validate(&SPEC, args(json!({"enabled": null}))).unwrap_err();
+        let err = validate(&SPEC, args(json!({"enabled": null})))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "missing required arguments: enabled");
     }
 
     #[test]
     fn wrong_type_names_the_option_and_the_wanted_type() {
-        let err = validate(&SPEC, args(json!({"enabled": "maybe"}))).unwrap_err();
+        let err = validate(&SPEC, args(json!({"enabled": "maybe"})))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(
                 "argument 'enabled' is of type str and we were unable to convert to bool: \
@@ -356,19 +387,25 @@ mod tests {
             ),
             "{err}"
         );
-        let err = validate(&SPEC, args(json!({"enabled": true, "retries": "many"}))).unwrap_err();
+        let err = validate(&SPEC, args(json!({"enabled": true, "retries": "many"})))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "argument 'retries' is of type str and we were unable to convert to int: \
              \"\"many\"\" cannot be converted to an int"
         );
-        let err = validate(&SPEC, args(json!({"enabled": true, "path": ["a"]}))).unwrap_err();
+        let err = validate(&SPEC, args(json!({"enabled": true, "path": ["a"]})))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("argument 'path' is of type list"), "{err}");
     }
 
     #[test]
     fn value_outside_choices_is_refused() {
-        let err = validate(&SPEC, args(json!({"enabled": true, "mode": "replace"}))).unwrap_err();
+        let err = validate(&SPEC, args(json!({"enabled": true, "mode": "replace"})))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "value of mode must be one of: merge, template, got: replace"
@@ -403,7 +440,9 @@ mod tests {
         ] {
             let mut a = args(json!({"enabled": true}));
             a.insert(key.to_string(), value.clone());
-            let err = validate(&SPEC, a).expect_err(&format!("{key}={value} must be refused"));
+            let err = validate(&SPEC, a)
+                .expect_err(&format!("{key}={value} must be refused"))
+                .to_string();
             assert!(err.starts_with(&format!("{key} must be")), "{err}");
         }
     }

@@ -59,6 +59,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::path("containerd_path"),
         Arg::bool("backup").default_bool(true),
     ],
+    ..ModuleSpec::BASE
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -16,6 +16,7 @@ pub mod spec;
 use ansible_module::{fs, Arg, Diff, Failure, Module, ModuleSpec, Outcome};
 use node_probe::Root;
 use serde::Deserialize;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 pub const SPEC: ModuleSpec = ModuleSpec {
@@ -29,6 +30,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::list("library_dirs"),
         Arg::path("root").default_str("/"),
     ],
+    ..ModuleSpec::BASE
 };
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +82,18 @@ pub enum Error {
         dirs.join(", ")
     )]
     NoLibraries { version: String, dirs: Vec<String> },
+    #[error("root {0} is not a directory: it must be the filesystem to inspect, / on a node")]
+    RootNotADirectory(PathBuf),
+    #[error("cannot write the CDI spec {0}: {1}; the file was left as it was")]
+    Write(PathBuf, std::io::Error),
+    #[error("cannot remove {0}: {1}")]
+    Remove(PathBuf, std::io::Error),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::new(error.to_string())
+    }
 }
 
 /// Writes (or removes) the spec; `changed` only when the file changed.
@@ -87,15 +101,7 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     if opts.state == "absent" {
         return remove(&opts.path, module.check_mode());
     }
-    if !opts.root.is_dir() {
-        return Err(Failure::new(format!(
-            "root {} is not a directory: it must be the filesystem to inspect, / on a node",
-            opts.root.display()
-        )));
-    }
-    let root = Root::new(&opts.root);
-    let found = discover::discover(&root, opts.library_dirs.as_deref().unwrap_or(&[]))
-        .map_err(|e| Failure::new(e.to_string()))?;
+    let found = discover_node(&opts)?;
     for warning in &found.warnings {
         module.warn(warning.clone());
     }
@@ -108,12 +114,25 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         false,
         module.check_mode(),
     )
-    .map_err(|e| {
-        Failure::new(format!(
-            "cannot write the CDI spec {}: {e}; the file was left as it was",
-            opts.path.display()
-        ))
-    })?;
+    .map_err(|e| Error::Write(opts.path.clone(), e))?;
+    let mut outcome = report(&opts.path, &found, spec, written.changed);
+    if let Some(diff) = written.diff {
+        outcome = outcome.diff(diff);
+    }
+    Ok(outcome)
+}
+
+/// The GPUs and driver files under `root`, or why there is no spec to write.
+fn discover_node(opts: &Options) -> Result<discover::Discovery, Error> {
+    if !opts.root.is_dir() {
+        return Err(Error::RootNotADirectory(opts.root.clone()));
+    }
+    let root = Root::new(&opts.root);
+    discover::discover(&root, opts.library_dirs.as_deref().unwrap_or(&[]))
+}
+
+/// The result: a one-line summary, the CDI device names and the spec itself.
+fn report(path: &Path, found: &discover::Discovery, spec: Value, changed: bool) -> Outcome {
     let devices: Vec<String> = spec["devices"]
         .as_array()
         .into_iter()
@@ -121,42 +140,32 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         .filter_map(|d| d["name"].as_str())
         .map(|name| format!("{}={name}", spec::KIND))
         .collect();
-    let mut outcome = Outcome::new(written.changed)
+    let mounts = spec["containerEdits"]["mounts"]
+        .as_array()
+        .map_or(0, Vec::len);
+    Outcome::new(changed)
         .msg(format!(
-            "{} {}: {} GPU(s), driver {}, {} device files, {} files mounted",
-            if written.changed {
-                "wrote"
-            } else {
-                "unchanged"
-            },
-            opts.path.display(),
+            "{} {}: {} GPU(s), driver {}, {} device files, {mounts} files mounted",
+            if changed { "wrote" } else { "unchanged" },
+            path.display(),
             found.gpus.len(),
             found.driver_version,
             found.control_devices.len() + found.gpus.len(),
-            spec["containerEdits"]["mounts"]
-                .as_array()
-                .map_or(0, Vec::len),
         ))
-        .value("path", opts.path.to_string_lossy().into_owned())
+        .value("path", path.to_string_lossy().into_owned())
         .value("cdi_version", spec::CDI_VERSION)
         .value("driver_version", found.driver_version.clone())
         .value("devices", devices)
-        .value("spec", spec);
-    if let Some(diff) = written.diff {
-        outcome = outcome.diff(diff);
-    }
-    Ok(outcome)
+        .value("spec", spec)
 }
 
 fn remove(path: &Path, check_mode: bool) -> Result<Outcome, Failure> {
-    let before = fs::read_optional(path)
-        .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
+    let before = fs::read_optional(path).map_err(|e| Error::Read(path.display().to_string(), e))?;
     let Some(before) = before else {
         return Ok(Outcome::new(false).msg(format!("{} is absent", path.display())));
     };
     if !check_mode {
-        std::fs::remove_file(path)
-            .map_err(|e| Failure::new(format!("cannot remove {}: {e}", path.display())))?;
+        std::fs::remove_file(path).map_err(|e| Error::Remove(path.to_path_buf(), e))?;
     }
     let name = path.to_string_lossy();
     Ok(Outcome::new(true)

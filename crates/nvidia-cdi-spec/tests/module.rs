@@ -287,3 +287,28 @@ fn absent_removes_the_spec_once() {
     let (_, r) = run(&dir, a);
     assert_eq!(r["changed"], json!(false));
 }
+
+#[test]
+fn a_root_that_is_no_folder_and_an_unwritable_path_are_named() {
+    let dir = scratch("badpaths");
+    let (code, r) = run(&dir, json!({"root": dir.join("nowhere")}));
+    assert_eq!(code, 1);
+    assert_eq!(
+        r["msg"],
+        json!(format!(
+            "root {} is not a directory: it must be the filesystem to inspect, / on a node",
+            dir.join("nowhere").display()
+        ))
+    );
+    let node = h200_node("unwritable");
+    std::fs::write(node.join("file"), "a file, not a folder").unwrap();
+    let target = node.join("file/nvidia.yaml");
+    let (code, r) = run(&node, json!({"root": node.join("root"), "path": target}));
+    assert_eq!(code, 1);
+    let msg = r["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!("cannot write the CDI spec {}: ", target.display()))
+            && msg.ends_with("; the file was left as it was"),
+        "{msg}"
+    );
+}

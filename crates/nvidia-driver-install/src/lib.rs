@@ -60,6 +60,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::int("lock_timeout").default_int(600),
         Arg::int("installer_timeout").default_int(DEFAULT_INSTALLER_TIMEOUT),
     ],
+    ..ModuleSpec::BASE
 };
 
 #[derive(Debug, Deserialize)]

@@ -32,6 +32,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::bool("has_nvidia_gpu"),
         Arg::list("supported_os_families"),
     ],
+    ..ModuleSpec::BASE
 };
 
 #[derive(Debug, Deserialize)]
