@@ -7,9 +7,6 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("missing required arguments: nvidia_runtime (required with state: configure)")]
-    MissingNvidiaRuntime,
-
     /// A containerd_config error: the config, template or version is wrong.
     #[error("{0}; nothing written")]
     Config(#[from] config::Error),

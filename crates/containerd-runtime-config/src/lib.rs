@@ -22,7 +22,7 @@ pub mod problems;
 pub use error::Error;
 
 use ansible_module::fs::read_optional;
-use ansible_module::{Arg, DefaultValue, Diff, Failure, Module, ModuleSpec, Outcome};
+use ansible_module::{Arg, DefaultValue, Diff, Failure, Module, ModuleSpec, Outcome, RequiredIf};
 use containerd_config::{self as config, ConfigVersion, Declared, RelativeImports, Wanted};
 use node::Candidate;
 use serde::Deserialize;
@@ -40,8 +40,8 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::str("mode")
             .default_str("template")
             .choices(&["template", "merge", "drop_in"]),
-        // Required with state: configure (checked in `run`: the spec has no
-        // required_if).
+        // Required with state: configure (required_if below); optional with
+        // inspect, which judges only when it is given.
         Arg::bool("nvidia_runtime"),
         Arg::bool("set_as_default").default_bool(true),
         Arg::str("runtime_name").default_str("nvidia"),
@@ -59,6 +59,10 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::path("containerd_path"),
         Arg::bool("backup").default_bool(true),
     ],
+    // template and template_vars are only warned about outside mode:
+    // template (Ansible's relationships cannot say "only with"), in
+    // settle_options.
+    required_if: &[RequiredIf::str("state", "configure", &["nvidia_runtime"])],
     ..ModuleSpec::BASE
 };
 
@@ -222,9 +226,8 @@ fn configure(module: &mut Module, mut opts: Options) -> Result<Outcome, Error> {
 /// checked and their symlinks followed; warnings for options the mode
 /// ignores.
 fn settle_options(module: &mut Module, opts: &mut Options) -> Result<Wanted, Error> {
-    let Some(nvidia_runtime) = opts.nvidia_runtime else {
-        return Err(Error::MissingNvidiaRuntime);
-    };
+    // Set: the spec's required_if (state: configure) refuses a task without it.
+    let nvidia_runtime = opts.nvidia_runtime.unwrap_or_default();
     let wanted = Wanted {
         nvidia_runtime,
         set_as_default: opts.set_as_default,

@@ -1101,7 +1101,7 @@ fn state_configure_needs_nvidia_runtime_and_inspect_a_plain_path() {
     let msg = node.fails(json!({"nvidia_runtime": null}));
     assert_eq!(
         msg,
-        "missing required arguments: nvidia_runtime (required with state: configure)"
+        "state is configure but all of the following are missing: nvidia_runtime"
     );
     let msg = node.fails(json!({"state": "inspect", "path": "etc/containerd/config.toml"}));
     assert_eq!(msg, "path must be absolute, got etc/containerd/config.toml");
