@@ -14,14 +14,13 @@
 
 mod current;
 mod error;
-mod files;
 mod node;
 mod paths;
 pub mod problems;
 
 pub use error::Error;
 
-use ansible_module::fs::read_optional;
+use ansible_module::fs::{read_optional, StagedFile};
 use ansible_module::{Arg, DefaultValue, Diff, Failure, Module, ModuleSpec, Outcome, RequiredIf};
 use containerd_config::{self as config, ConfigVersion, Declared, RelativeImports, Wanted};
 use node::Candidate;
@@ -131,6 +130,15 @@ pub struct Options {
     /// Keep the previous file as `<path>.<pid>.<date>@<time>~`.
     pub backup: bool,
 }
+
+/// The tag of this module's temporaries (`.containerd-runtime-config.<pid>.
+/// <unique>.tmp`). containerd globs its imports with Go's `filepath.Match`,
+/// where `*` also matches names that start with a dot: with `imports =
+/// ["conf.d/*"]`, a temporary or a backup beside the drop-in is loaded as
+/// configuration. So every temporary and backup lives in the main config's
+/// folder (`/etc/containerd`, which no import glob sensibly covers: it would
+/// import config.toml itself), on the same file system as its target.
+const TMP_TAG: &str = "containerd-runtime-config";
 
 /// One file the run produces, in the order they are committed.
 struct Planned {
@@ -407,10 +415,10 @@ fn pick_validator<'d>(
 /// session), on every real run, changed or not; returns a note saying so.
 fn clean_stale(opts: &Options, main_dir: &Path) -> Option<String> {
     let names = stale_names(opts);
-    let mut removed = files::clean_stale(main_dir, &names);
+    let mut removed = ansible_module::fs::clean_stale(main_dir, TMP_TAG, &names);
     if opts.mode == Mode::DropIn {
         if let Some(conf_d) = opts.drop_in_path.parent() {
-            removed.extend(files::clean_stale(conf_d, &names));
+            removed.extend(ansible_module::fs::clean_stale(conf_d, TMP_TAG, &names));
         }
     }
     (!removed.is_empty()).then(|| {
@@ -723,7 +731,8 @@ fn config_dump(containerd: &Path, copy: &str, main_path: &str) -> Result<String,
     })
 }
 
-/// The file names whose temporaries older versions of this module left.
+/// The file names whose temporaries older versions of this module left
+/// (`.<name>.<pid>.tmp`), found and removed with this module's own.
 fn stale_names(opts: &Options) -> Vec<&str> {
     [opts.path.file_name(), opts.drop_in_path.file_name()]
         .into_iter()
@@ -775,7 +784,7 @@ fn commit_file(
             Ok(a)
         })
         .map_err(|e| format!("cannot create the folder of {}: {e}", file.path.display()))?;
-    let result = files::Staged::new(&file.path, main_dir, file.after.as_bytes(), 0o644)
+    let result = StagedFile::stage_in(&file.path, main_dir, TMP_TAG, file.after.as_bytes(), 0o644)
         .map_err(|e| {
             format!(
                 "cannot write a temporary file in {}: {e}",
@@ -784,7 +793,7 @@ fn commit_file(
         })
         .and_then(|staged| {
             staged
-                .commit(backup_dir)
+                .commit_with_backup_in(backup_dir)
                 .map_err(|e| format!("cannot replace {}: {e}", file.path.display()))
         });
     match result {
