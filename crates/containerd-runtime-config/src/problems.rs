@@ -388,7 +388,7 @@ mod tests {
     }
 
     /// Each rule: a change to a correct configuration, and the one problem
-    /// it must give.
+    /// it must give. One row per rule, so longer than 60 lines on purpose.
     #[test]
     fn each_rule_names_its_fault() {
         // (case, expected setup, edit, missing binaries, fix, message)
