@@ -150,7 +150,10 @@ def relationship_problems(spec, doc):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_documented_relationships_match_the_argument_spec(module):
-    problems = relationship_problems(code_spec(module), documented(module)["doc"])
+    spec = code_spec(module)
+    # The binary states each kind, empty or not: a missing key would pass below unseen.
+    assert {"mutually_exclusive", "required_together", "required_one_of", "required_if", "required_by"} <= set(spec)
+    problems = relationship_problems(spec, documented(module)["doc"])
     assert not problems, f"library/{module}.yml:\n  " + "\n  ".join(problems)
 
 

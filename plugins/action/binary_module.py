@@ -19,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import time
 
+from ansible.errors import AnsibleAction, AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.vars.clean import remove_internal_keys
 
@@ -63,8 +65,13 @@ IN_COLLECTION = os.path.isfile(os.path.join(PLUGIN_ROOT, "MANIFEST.json"))
 # Node architectures as `uname -m` prints them, and the names Arm servers also use.
 ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 # Where binaries are cached on the node: private to the user the module runs
-# as (root under become), named by content hash so a new build never runs stale code.
+# as (root under become), named by content hash so a new build never runs stale
+# code. Shell code, not a value: the node's shell expands HOME.
 REMOTE_CACHE = '"${HOME:-/root}/.ansible/gpu-node-modules"'
+
+# What the node scripts print as the first line of stdout instead of running
+# the module (a module's own stdout starts with "{"), each followed by the
+# node's `uname -m` or a reason.
 MISSING = "__GPU_NODE_MODULE_MISSING__"
 # The cached binary's sha256 is not the build's: it is sent again.
 MISMATCH = "__GPU_NODE_MODULE_MISMATCH__"
@@ -73,17 +80,24 @@ NO_HASH = "__GPU_NODE_MODULE_NO_HASH__"
 # The cache folder (or ~/.ansible) is not private to the user: nothing runs.
 UNSAFE = "__GPU_NODE_MODULE_UNSAFE_CACHE__"
 UNSUPPORTED = "__GPU_NODE_MODULE_UNSUPPORTED_ARCH__"
+INSTALL_FAILED = "__GPU_NODE_MODULE_INSTALL_FAILED__"
+MARKERS = (MISSING, MISMATCH, NO_HASH, UNSAFE, UNSUPPORTED, INSTALL_FAILED)
+# On stderr, before the module runs: the architecture it runs as, and how the
+# binary was verified (sha256, or size on a node with no hash tool).
 ARCH_MARK = "__GPU_NODE_MODULE_ARCH__="
 VERIFIED_MARK = "__GPU_NODE_MODULE_VERIFIED__="
-INSTALL_FAILED = "__GPU_NODE_MODULE_INSTALL_FAILED__"
 
-# POSIX sh functions the node commands share. `sum F` prints the sha256 of F
-# with the first tool the node has that gives one (coreutils, busybox, perl's
-# shasum, openssl, python); it fails when none does. `private D` is true when
-# D is a real folder of this user with mode 0700 (a folder of this user with
-# another mode is made 0700: the hash check below covers what it holds), and
-# its parent one of this user that no one else can write. `unsafe D` prints
-# why D is refused and exits. Both cost one program each (ls, sha256sum).
+# The node scripts. `@NAME@` is a placeholder that `fill` replaces with the
+# shell-quoted value, in one place, so no value is ever pasted into shell code
+# unquoted; everything else is POSIX sh as the node runs it.
+#
+# Functions the scripts share. `sum F` prints the sha256 of F with the first
+# tool the node has that gives one (coreutils, busybox, perl's shasum, openssl,
+# python); it fails when none does. `private D` is true when D is a real folder
+# of this user with mode 0700 (a folder of this user with another mode is made
+# 0700: the hash check covers what it holds), and its parent one of this user
+# that no one else can write. `unsafe D` prints why D is refused and exits.
+# Both cost one program each (ls, sha256sum).
 SH_FUNCTIONS = (
     "sum() { for t in sha256sum 'busybox sha256sum' 'shasum -a 256' 'openssl dgst -sha256' python3 python; do "
     'command -v "${t%% *}" >/dev/null 2>&1 || continue; '
@@ -95,39 +109,133 @@ SH_FUNCTIONS = (
     '[ -d "$p" ] && [ ! -L "$p" ] && [ -O "$p" ] || return 1; m=$(ls -ldn "$p" "$f"); '
     'case $m in d????-??-*) ;; *) return 1 ;; esac; '
     'case $m in *"$p"?drwx------*) ;; *) chmod 700 "$f" || return 1 ;; esac; }; '
-    f'unsafe() {{ echo "{UNSAFE} $(ls -ldn "${{1%/*}}" "$1" 2>&1 | tr "\\n" " ")/ uid $(id -u)"; exit 0; }}; '
+    'unsafe() { echo @UNSAFE@" $(ls -ldn "${1%/*}" "$1" 2>&1 | tr "\\n" " ")/ uid $(id -u)"; exit 0; }; '
 )
+
+# One arm of RUN_CACHED's `case "$a"`: the `uname -m` names of one build.
+ARCH_CASE = '@ALIASES@) b="$d"/@NAME@; h=@SHA256@ ;;'
+
+# Runs the cached binary for the node's architecture with the arguments on
+# stdin, after checking its sha256 in this same command, in a folder only this
+# user can write: what runs is the build. Prints a marker instead when the
+# binary is not cached, not the build, cannot be hashed, or the node's
+# architecture has no build.
+RUN_CACHED = (
+    "@FUNCTIONS@"
+    "d=" + REMOTE_CACHE + '; a=$(uname -m); case "$a" in @CASES@ '
+    '*) echo @UNSUPPORTED@" $a"; exit 0 ;; esac; '
+    'if [ -e "$d" ] || [ -L "$d" ]; then private "$d" || unsafe "$d"; '
+    'if [ -f "$b" ] && [ ! -L "$b" ] && [ -x "$b" ]; then '
+    's=$(sum "$b") || { echo @NO_HASH@" $a"; exit 0; }; '
+    'if [ "$s" = "$h" ]; then echo @ARCH_MARK@"$a" >&2; exec "$b" /dev/stdin; fi; '
+    'echo @MISMATCH@" $a"; exit 0; fi; fi; echo @MISSING@" $a"'
+)
+
+# Receives one binary and verifies it, before INSTALL_INTO_CACHE or
+# INSTALL_RUN_ONCE runs it. Its stdin is the arguments on one line (JSON has no
+# raw newline, and sh's `read` takes exactly that line) followed by the binary.
+# Verified by sha256; a node with no tool for it checks the size, says so
+# (`v=size`), and caches nothing: the next run could not verify it.
+INSTALL = (
+    "@FUNCTIONS@"
+    "umask 077; d=" + REMOTE_CACHE + '; t="$d/".@NAME@".$$"; made=""; '
+    'failed() { rm -f "$t"; echo @INSTALL_FAILED@" $1"; exit 1; }; '
+    # The folders that do not exist yet, innermost first.
+    'p="$d"; while [ ! -d "$p" ]; do made="$made $p"; p=$(dirname "$p"); done; '
+    'mkdir -p "$d" || failed "cannot create $d"; '
+    'private "$d" || unsafe "$d"; '
+    'IFS= read -r args || failed "no arguments before the binary"; '
+    'rm -f "$t"; cat > "$t" || failed "cannot write $t"; '
+    'if s=$(sum "$t"); then [ "$s" = @SHA256@ ] || failed "checksum mismatch after transfer"; v=sha256; '
+    'else [ "$(wc -c <"$t" | tr -d " ")" = @SIZE@ ] || failed "size mismatch after transfer (truncated?)"; v=size; fi; '
+    'chmod 700 "$t" || failed "cannot make $t executable"; '
+    'echo @ARCH_MARK@@ARCH@ >&2; echo @VERIFIED_MARK@"$v" >&2; '
+)
+# Renames the verified binary into the cache, removes older builds of the
+# module, and runs it (a binary checked by size only runs once, uncached).
+INSTALL_INTO_CACHE = (
+    '[ "$v" = sha256 ] || { printf "%s\\n" "$args" | "$t" /dev/stdin; rc=$?; rm -f "$t"; exit $rc; }; '
+    'mv -f "$t" "$d"/@NAME@ || failed "cannot rename $t"; '
+    'for f in "$d"/@MODULE@-*; do [ "$f" = "$d"/@NAME@ ] || rm -f "$f"; done; '
+    'printf "%s\\n" "$args" | "$d"/@NAME@ /dev/stdin'
+)
+# Check mode, or a node that cannot hash: the binary runs from its temporary
+# file, removed afterwards with every folder made for it.
+INSTALL_RUN_ONCE = (
+    'printf "%s\\n" "$args" | "$t" /dev/stdin; rc=$?; rm -f "$t"; '
+    "for p in $made; do rmdir \"$p\"; done; exit $rc"
+)
+
 # A file path: every command this plugin sends appends one JSON line there
 # (host, module, step, bytes each way, seconds). For bench/run.py, which
 # counts what a run sends to the nodes; off (and free) when unset.
 TRACE_PATH = os.environ.get("GPU_NODE_MODULE_TRACE")
+
+PLACEHOLDER = re.compile(r"@([A-Z0-9_]+)@")
+
+
+class Shell(str):
+    """Shell code this file wrote (a fragment filled by `fill`, or a script
+    constant), which `fill` inserts as it is rather than as a quoted word."""
+
+
+def fill(template, **values):
+    """`template` with each `@NAME@` replaced by `shlex.quote(values[NAME])`,
+    or by the value itself when it is `Shell` code. A placeholder without a
+    value is a bug of this file: KeyError."""
+
+    def value(match):
+        v = values[match.group(1)]
+        return v if isinstance(v, Shell) else shlex.quote(str(v))
+
+    return Shell(PLACEHOLDER.sub(value, template))
+
+
+def markers(**values):
+    """The marker constants as `fill` values, so every script names them alike."""
+    return dict(
+        FUNCTIONS=fill(SH_FUNCTIONS, UNSAFE=UNSAFE),
+        UNSAFE=UNSAFE,
+        UNSUPPORTED=UNSUPPORTED,
+        MISSING=MISSING,
+        MISMATCH=MISMATCH,
+        NO_HASH=NO_HASH,
+        INSTALL_FAILED=INSTALL_FAILED,
+        ARCH_MARK=ARCH_MARK,
+        VERIFIED_MARK=VERIFIED_MARK,
+        **values,
+    )
+
+
+def node_answer(stdout):
+    """(marker, the rest of its line) when a script answered with a marker
+    instead of running the module, else (None, None)."""
+    first_line = stdout.lstrip().split("\n", 1)[0]
+    for marker in MARKERS:
+        if first_line.startswith(marker):
+            return marker, first_line[len(marker):].strip()
+    return None, None
+
+
+def stderr_mark(stderr, mark):
+    """The value a script printed on stderr after `mark`, or None."""
+    for line in stderr.splitlines():
+        if line.startswith(mark):
+            return line[len(mark):].strip()
+    return None
 
 
 class LocalBinary:
     """One built module binary on the controller."""
 
     def __init__(self, module, arch):
+        self.module = module
         self.path = os.path.join(BIN_DIR, arch, module)
         with open(self.path, "rb") as f:
             self.data = f.read()
         self.sha256 = hashlib.sha256(self.data).hexdigest()
         self.arch = arch
         self.remote_name = f"{module}-{self.sha256[:16]}"
-
-
-def failed(result, msg, **values):
-    """A failed task result, as a module's would be (raising would make
-    Ansible add a line about an exception to a plain error)."""
-    result.update(values, failed=True, changed=False, msg=msg)
-    return result
-
-
-def node_arch(stderr):
-    """The architecture the run command reported on stderr."""
-    for line in stderr.splitlines():
-        if line.startswith(ARCH_MARK):
-            return ARCH_ALIASES.get(line[len(ARCH_MARK):].strip())
-    return None
 
 
 def missing_build_fix():
@@ -146,6 +254,37 @@ def local_binaries(module):
     return found
 
 
+def unsafe_cache_fail(module, ls_output, installing):
+    """The cache folder (or the one above it) could be written by another user."""
+    if installing:
+        return AnsibleActionFail(
+            f"the module cache folder on the node, or the folder above it, is not private to the "
+            f"user the module runs as (ls -ldn: {ls_output}): remove it "
+            "(it is made again) or give it to that user with mode 0700"
+        )
+    return AnsibleActionFail(
+        f"refusing to run {module}: the module cache folder on the node, or the folder "
+        f"above it, is not private to the user the module runs as (ls -ldn: "
+        f"{ls_output}); another user could replace the binary it "
+        "runs. Remove it (it is made again) or give it to that user with mode 0700; "
+        "under become, check that HOME is the become user's"
+    )
+
+
+# Why a binary is sent again, by the marker the cached run answered with, and
+# the warning that says so (None: a first send, nothing to warn about).
+RESEND_WARNINGS = {
+    MISSING: None,
+    MISMATCH: "the cached {module} binary on this node did not have the sha256 of the build "
+    "(changed or damaged): it was replaced with a verified copy",
+    NO_HASH: None,
+}
+SIZE_ONLY_WARNING = (
+    "this node has no tool that computes sha256 (sha256sum, busybox, shasum, openssl, "
+    "python): {module} was sent again for this run, checked by its size only, and is not cached"
+)
+
+
 class ActionModule(ActionBase):
     _supports_check_mode = True
     _supports_async = False
@@ -156,156 +295,116 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         module = self._task.action.rpartition(".")[2]
-        binaries = local_binaries(module)
-        if not binaries:
-            return failed(result, f"no build of the {module} module in {BIN_DIR}: {missing_build_fix()}")
-        if not self._connection.has_pipelining:
-            return failed(
-                result,
-                f"the {self._connection.transport} connection cannot send data on stdin, which {module} needs; use ssh or local",
-            )
-
-        module_args = dict(self._task.args)
-        self._update_module_args(module, module_args, task_vars or {})
-        args_json = encode_module_args(module_args).encode()
-
-        res = self._run_cached(binaries, args_json)
-        first_line = res["stdout"].lstrip().split("\n", 1)[0]
         transferred = False
-        resent_why = None
-        if first_line.startswith(UNSUPPORTED):
-            arch = first_line[len(UNSUPPORTED):].strip()
-            return failed(
-                result,
-                f"{module} cannot run on this node: its architecture is {arch!r}; "
-                f"supported architectures: {', '.join(sorted(binaries))}",
-            )
-        if first_line.startswith(UNSAFE):
-            return failed(
-                result,
-                f"refusing to run {module}: the module cache folder on the node, or the folder "
-                f"above it, is not private to the user the module runs as (ls -ldn: "
-                f"{first_line[len(UNSAFE):].strip()}); another user could replace the binary it "
-                "runs. Remove it (it is made again) or give it to that user with mode 0700; "
-                "under become, check that HOME is the become user's",
-            )
-        for marker, why in ((MISSING, None), (MISMATCH, "mismatch"), (NO_HASH, "no_hash")):
-            if first_line.startswith(marker):
-                reported = first_line[len(marker):].strip()
-                break
-        else:
-            reported = None
-        if reported is not None:
-            binary = binaries[ARCH_ALIASES[reported]]
-            resent_why = why
-            # Check mode leaves no file behind, the module cache included: the
-            # binary runs from a temporary file, removed with any folder made
-            # for it. A node that cannot hash the cache gets no cache either.
-            cache = not self._task.check_mode and why != "no_hash"
-            res = self._install_and_run(binary, reported, args_json, cache)
-            if res.get("install_failed"):
-                return failed(result, res["install_failed"], rc=res["rc"], stderr=res.get("stderr", ""))
-            transferred = cache and res.get("verified") == "sha256"
-
-        data = parse_module_result(self, res)
-        remove_internal_keys(data)
-        arch = node_arch(res.get("stderr", ""))
-        data["module_binary"] = {
-            "architecture": arch,
-            "sha256": binaries[arch].sha256 if arch in binaries else None,
-            "transferred": transferred,
-            "verified": res.get("verified", "sha256"),
-        }
-        warnings = data.setdefault("warnings", []) if resent_why or res.get("verified") == "size" else None
-        if resent_why == "mismatch":
-            warnings.append(
-                f"the cached {module} binary on this node did not have the sha256 of the build "
-                "(changed or damaged): it was replaced with a verified copy"
-            )
-        if res.get("verified") == "size":
-            warnings.append(
-                "this node has no tool that computes sha256 (sha256sum, busybox, shasum, openssl, "
-                f"python): {module} was sent again for this run, checked by its size only, and is not cached"
-            )
-        result.update(data)
+        # Every failure of this plugin is raised as AnsibleActionFail and ends
+        # here, as in ansible-core's own action plugins.
+        try:
+            data, transferred = self._run_module(module, task_vars or {})
+            result.update(data)
+        except AnsibleAction as e:
+            result.update(e.result)
+            # ansible-core < 2.19 adds the (empty) traceback of the raise: a
+            # plugin's own refusal is no exception, and the callback would
+            # print "An exception occurred" above its message.
+            result.pop("exception", None)
+            result.setdefault("changed", False)
         if TRACE_PATH:
             self._trace("action", started, transferred=transferred)
         return result
 
+    def _run_module(self, module, task_vars):
+        """The module's result, with `module_binary`, and whether a binary was
+        sent and cached; raises AnsibleActionFail."""
+        binaries = local_binaries(module)
+        if not binaries:
+            raise AnsibleActionFail(f"no build of the {module} module in {BIN_DIR}: {missing_build_fix()}")
+        if not self._connection.has_pipelining:
+            raise AnsibleActionFail(
+                f"the {self._connection.transport} connection cannot send data on stdin, which {module} needs; use ssh or local"
+            )
+        module_args = dict(self._task.args)
+        self._update_module_args(module, module_args, task_vars)
+        args_json = encode_module_args(module_args).encode()
+
+        res = self._run_cached(binaries, args_json)
+        marker, detail = node_answer(res["stdout"])
+        if marker == UNSUPPORTED:
+            raise AnsibleActionFail(
+                f"{module} cannot run on this node: its architecture is {detail!r}; "
+                f"supported architectures: {', '.join(sorted(binaries))}"
+            )
+        if marker == UNSAFE:
+            raise unsafe_cache_fail(module, detail, installing=False)
+        transferred = False
+        if marker in RESEND_WARNINGS:
+            res, transferred = self._send(binaries, marker, detail, args_json)
+        data = parse_module_result(self, res)
+        remove_internal_keys(data)
+        arch = ARCH_ALIASES.get(stderr_mark(res.get("stderr", ""), ARCH_MARK) or "")
+        verified = res.get("verified", "sha256")
+        data["module_binary"] = {
+            "architecture": arch,
+            "sha256": binaries[arch].sha256 if arch in binaries else None,
+            "transferred": transferred,
+            "verified": verified,
+        }
+        warnings = [RESEND_WARNINGS.get(marker), SIZE_ONLY_WARNING if verified == "size" else None]
+        for warning in filter(None, warnings):
+            data.setdefault("warnings", []).append(warning.format(module=module))
+        return data, transferred
+
+    def _send(self, binaries, marker, reported_arch, args_json):
+        """Sends the build for `reported_arch` and runs it: the result, and
+        whether the binary is now cached."""
+        arch = ARCH_ALIASES.get(reported_arch)
+        if arch not in binaries:
+            raise AnsibleActionFail(f"the node answered with an unknown architecture {reported_arch!r}")
+        # Check mode leaves no file behind, the module cache included: the
+        # binary runs from a temporary file, removed with any folder made for
+        # it. A node that cannot hash the cache gets no cache either.
+        cache = not self._task.check_mode and marker != NO_HASH
+        res = self._install_and_run(binaries[arch], reported_arch, args_json, cache)
+        return res, cache and res.get("verified") == "sha256"
+
     def _run_cached(self, binaries, args_json):
-        """Runs the cached binary for the node's architecture with the args on
-        stdin; prints a marker instead when it is not cached or not supported."""
-        cases = []
-        for arch, binary in binaries.items():
-            names = "|".join(u for u, a in ARCH_ALIASES.items() if a == arch)
-            cases.append(f'{names}) b="$d/{binary.remote_name}"; h={binary.sha256} ;;')
-        # The cached binary runs only after its sha256 is checked in this same
-        # command, in a folder only this user can write: what runs is the build.
-        script = (
-            SH_FUNCTIONS
-            + f'd={REMOTE_CACHE}; a=$(uname -m); case "$a" in '
-            + " ".join(cases)
-            + f' *) echo "{UNSUPPORTED} $a"; exit 0 ;; esac; '
-            + 'if [ -e "$d" ] || [ -L "$d" ]; then private "$d" || unsafe "$d"; '
-            + 'if [ -f "$b" ] && [ ! -L "$b" ] && [ -x "$b" ]; then '
-            + f's=$(sum "$b") || {{ echo "{NO_HASH} $a"; exit 0; }}; '
-            + f'if [ "$s" = "$h" ]; then echo "{ARCH_MARK}$a" >&2; exec "$b" /dev/stdin; fi; '
-            + f'echo "{MISMATCH} $a"; exit 0; fi; fi; echo "{MISSING} $a"'
+        """One command: the cached binary runs, or the node says why not."""
+        cases = " ".join(
+            fill(
+                ARCH_CASE,
+                ALIASES=Shell("|".join(shlex.quote(u) for u, a in ARCH_ALIASES.items() if a == arch)),
+                NAME=binary.remote_name,
+                SHA256=binary.sha256,
+            )
+            for arch, binary in binaries.items()
         )
+        script = fill(RUN_CACHED, **markers(CASES=Shell(cases)))
         return self._execute("run", self._wrap(script), args_json)
 
     def _install_and_run(self, binary, reported_arch, args_json, cache):
-        """Sends one binary to the node and runs it: one command, whose stdin is
-        the arguments on one line (JSON has no raw newline, and sh's `read`
-        takes exactly that line) followed by the binary. With `cache`, the
-        binary is verified and atomically renamed into the node's cache, and
-        older builds of the module are removed; without, it runs from a
-        temporary file that is removed afterwards, with every folder made for it."""
-        module = binary.remote_name.rsplit("-", 1)[0]
-        script = (
-            SH_FUNCTIONS
-            + f'umask 077; d={REMOTE_CACHE}; t="$d/.{binary.remote_name}.$$"; made=""; '
-            + f'failed() {{ rm -f "$t"; echo "{INSTALL_FAILED} $1"; exit 1; }}; '
-            # The folders that do not exist yet, innermost first.
-            + 'p="$d"; while [ ! -d "$p" ]; do made="$made $p"; p=$(dirname "$p"); done; '
-            + 'mkdir -p "$d" || failed "cannot create $d"; '
-            + 'private "$d" || unsafe "$d"; '
-            + 'IFS= read -r args || failed "no arguments before the binary"; '
-            + 'rm -f "$t"; cat > "$t" || failed "cannot write $t"; '
-            # Verified by sha256; a node with no tool for it checks the size,
-            # says so, and caches nothing (the next run could not verify it).
-            + f'if s=$(sum "$t"); then [ "$s" = {binary.sha256} ] || failed "checksum mismatch after transfer"; v=sha256; '
-            + f'else [ "$(wc -c <"$t" | tr -d " ")" = {len(binary.data)} ] || failed "size mismatch after transfer (truncated?)"; v=size; fi; '
-            + 'chmod 700 "$t" || failed "cannot make $t executable"; '
-            + f'echo "{ARCH_MARK}{reported_arch}" >&2; echo "{VERIFIED_MARK}$v" >&2; '
+        """One command that receives, verifies and runs `binary`; with `cache`,
+        it stays in the node's cache. Raises AnsibleActionFail when it could
+        not be installed."""
+        values = markers(
+            NAME=binary.remote_name,
+            MODULE=binary.module,
+            SHA256=binary.sha256,
+            SIZE=len(binary.data),
+            ARCH=reported_arch,
         )
-        if cache:
-            script += (
-                '[ "$v" = sha256 ] || { printf "%s\\n" "$args" | "$t" /dev/stdin; rc=$?; rm -f "$t"; exit $rc; }; '
-                f'mv -f "$t" "$d/{binary.remote_name}" || failed "cannot rename $t"; '
-                f'for f in "$d"/{module}-*; do [ "$f" = "$d/{binary.remote_name}" ] || rm -f "$f"; done; '
-                f'printf "%s\\n" "$args" | "$d/{binary.remote_name}" /dev/stdin'
-            )
-        else:
-            script += (
-                'printf "%s\\n" "$args" | "$t" /dev/stdin; rc=$?; rm -f "$t"; '
-                'for p in $made; do rmdir "$p"; done; exit $rc'
-            )
+        script = fill(INSTALL + (INSTALL_INTO_CACHE if cache else INSTALL_RUN_ONCE), **values)
         res = self._execute("install+run", self._wrap(script), args_json + b"\n" + binary.data, len(binary.data))
-        first_line = res["stdout"].lstrip().split("\n", 1)[0]
-        for line in res.get("stderr", "").splitlines():
-            if line.startswith(VERIFIED_MARK):
-                res["verified"] = line[len(VERIFIED_MARK):].strip()
-        if first_line.startswith(UNSAFE):
-            res["install_failed"] = (
-                f"the module cache folder on the node, or the folder above it, is not private to the "
-                f"user the module runs as (ls -ldn: {first_line[len(UNSAFE):].strip()}): remove it "
-                "(it is made again) or give it to that user with mode 0700"
-            )
-        if first_line.startswith(INSTALL_FAILED):
-            why = first_line[len(INSTALL_FAILED):].strip()
+        verified = stderr_mark(res.get("stderr", ""), VERIFIED_MARK)
+        if verified:
+            res["verified"] = verified
+        marker, detail = node_answer(res["stdout"])
+        if marker == UNSAFE:
+            raise unsafe_cache_fail(binary.module, detail, installing=True)
+        if marker == INSTALL_FAILED:
             stderr = res.get("stderr", "").strip()
-            res["install_failed"] = f"could not copy {binary.path} to the node: {why}" + (f" ({stderr})" if stderr else "")
+            raise AnsibleActionFail(
+                f"could not copy {binary.path} to the node: {detail}" + (f" ({stderr})" if stderr else ""),
+                result={"rc": res["rc"], "stderr": res.get("stderr", "")},
+            )
         return res
 
     def _execute(self, step, cmd, in_data, binary_bytes=0):
@@ -339,4 +438,3 @@ class ActionModule(ActionBase):
         """A POSIX sh command line, with the task's environment applied."""
         env = self._compute_environment_string()
         return f"{env} /bin/sh -c {shlex.quote(script)}".strip()
-
