@@ -541,7 +541,7 @@ fn a_killed_writes_temporary_is_removed_by_the_next_run() {
     write_file(&older, "{\"nvidia_gpu_pres", 0o600);
     write_file(&newer, "{\"nvidia_gpu_pres", 0o600);
     let args = json!({"root": h200_root(), "local_facts_path": path, "_ansible_check_mode": true});
-    run("killed-write-check", args).1;
+    run("killed-write-check", args);
     assert!(
         older.exists() && newer.exists(),
         "check mode removes nothing"
