@@ -440,11 +440,17 @@ mod tests {
         assert!(alive.exists(), "a live process's temporary is left");
     }
 
-    #[test]
-    fn a_failed_rename_removes_the_backup_it_made() {
-        let dir = scratch("rename-fails");
+    /// A scratch folder holding `config.toml` with "old\n".
+    fn old_config(name: &str) -> (PathBuf, PathBuf) {
+        let dir = scratch(name);
         let path = dir.join("config.toml");
         fs::write(&path, "old\n").unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_failed_rename_removes_the_backup_it_made() {
+        let (dir, path) = old_config("rename-fails");
         let staged = StagedFile::stage(&path, b"new\n", 0o644).unwrap();
         // The backup is made, then the rename finds no temporary.
         fs::remove_file(staged.path()).unwrap();
@@ -463,9 +469,7 @@ mod tests {
 
     #[test]
     fn a_staged_file_dropped_without_commit_leaves_nothing() {
-        let dir = scratch("drop");
-        let path = dir.join("config.toml");
-        fs::write(&path, "old\n").unwrap();
+        let (dir, path) = old_config("drop");
         let staged = StagedFile::stage(&path, b"candidate\n", 0o644).unwrap();
         assert_eq!(fs::read(staged.path()).unwrap(), b"candidate\n");
         drop(staged);

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub const MODULE: &str = env!("CARGO_BIN_EXE_containerd_runtime_config");
@@ -98,21 +98,9 @@ impl Drop for Node {
     }
 }
 
-/// What `tests/containerd_releases.py ARGS` prints: a path it fetched.
-pub fn release_script(args: &[&str]) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/containerd_releases.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs tests/containerd_releases.py");
-    assert!(
-        out.status.success(),
-        "tests/containerd_releases.py {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+#[path = "../../../containerd-config/tests/common/release.rs"]
+mod release;
+pub use release::release_script;
 
 /// The bin folder of a release ("1.6", "1.7", "2.1"), fetched on first use.
 pub fn release(version: &str) -> PathBuf {
