@@ -6,7 +6,6 @@ import tomllib
 
 import pytest
 
-from ansible_run import Ansible
 
 PROFILES = ["cpu", "h200", "hgx-h100"]
 CONFIG = "/etc/containerd/config.toml"
@@ -20,11 +19,10 @@ def sb(sandbox_factory):
 
 
 @pytest.fixture
-def user(sb, tmp_path):
+def user(sb, ansible_factory):
+    """A user of a freshly reset cluster (closed by ansible_factory)."""
     sb.reset()
-    u = Ansible(sb.inventory, tmp_path / "user")
-    yield u
-    u.close()
+    return ansible_factory(sb.inventory, "user")
 
 
 def effective_config(sb, host):

@@ -17,7 +17,6 @@ import tomllib
 
 import pytest
 
-from ansible_run import Ansible
 
 RELEASES = ["1.6", "1.7", "2.1"]
 HOSTS = {"worker1": "1.6", "worker2": "1.7", "worker3": "2.1"}
@@ -32,11 +31,10 @@ def sb(sandbox_factory):
 
 
 @pytest.fixture
-def user(sb, tmp_path):
+def user(sb, ansible_factory):
+    """A user of a freshly reset cluster (closed by ansible_factory)."""
     sb.reset()
-    u = Ansible(sb.inventory, tmp_path / "user")
-    yield u
-    u.close()
+    return ansible_factory(sb.inventory, "user")
 
 
 def cri_section(dump: dict) -> dict:

@@ -167,6 +167,8 @@ fn done(origin: &str, problems: Vec<String>) -> Result<(), Error> {
     }
 }
 
+/// The CRI plugin's settings `wanted` names: `enable_cdi`, the default
+/// runtime, each runtime's entry, and the plugin not disabled.
 fn runtime_problems(
     doc: &DocumentMut,
     wanted: &Wanted,
@@ -196,47 +198,64 @@ fn runtime_problems(
     );
     for runtime in wanted.runtimes() {
         let path = format!("{base}.runtimes.{}", runtime.name);
-        let Some(entry) = containerd.and_then(|c| lookup(c, &["runtimes", runtime.name])) else {
-            problems.push(format!("the runtime `{path}` is missing"));
-            continue;
-        };
-        expect(
-            Some(entry),
-            &path,
-            "runtime_type",
-            &format!("{RUNC_RUNTIME_TYPE:?}"),
-            |item| item.as_str() == Some(RUNC_RUNTIME_TYPE),
-            problems,
-        );
-        let options = lookup(entry, &["options"]);
-        let options_path = format!("{path}.options");
-        if let Some(binary) = runtime.binary {
-            expect(
-                options,
-                &options_path,
-                "BinaryName",
-                &format!("{binary:?}"),
-                |item| item.as_str() == Some(binary),
-                problems,
-            );
+        match containerd.and_then(|c| lookup(c, &["runtimes", runtime.name])) {
+            Some(entry) => runtime_entry_problems(entry, &path, runtime.binary, wanted, problems),
+            None => problems.push(format!("the runtime `{path}` is missing")),
         }
+    }
+    cri_disabled_problems(doc, version, problems);
+}
+
+/// One runtime's entry (at `path`): the runc shim, the `binary` when one is
+/// wanted (the NVIDIA runtime's), and SystemdCgroup.
+fn runtime_entry_problems(
+    entry: &Item,
+    path: &str,
+    binary: Option<&str>,
+    wanted: &Wanted,
+    problems: &mut Vec<String>,
+) {
+    expect(
+        Some(entry),
+        path,
+        "runtime_type",
+        &format!("{RUNC_RUNTIME_TYPE:?}"),
+        |item| item.as_str() == Some(RUNC_RUNTIME_TYPE),
+        problems,
+    );
+    let options = lookup(entry, &["options"]);
+    let options_path = format!("{path}.options");
+    if let Some(binary) = binary {
         expect(
             options,
             &options_path,
-            "SystemdCgroup",
-            &wanted.systemd_cgroup.to_string(),
-            |item| item.as_bool() == Some(wanted.systemd_cgroup),
+            "BinaryName",
+            &format!("{binary:?}"),
+            |item| item.as_str() == Some(binary),
             problems,
         );
     }
-    if let Some(disabled) = doc.get("disabled_plugins").and_then(Item::as_array) {
-        let ids = version.cri_plugin_ids();
-        for id in disabled.iter().filter_map(|v| v.as_str()) {
-            if ids.contains(&id) {
-                problems.push(format!(
-                    "`disabled_plugins` lists {id:?}: Kubernetes needs the CRI plugin"
-                ));
-            }
+    expect(
+        options,
+        &options_path,
+        "SystemdCgroup",
+        &wanted.systemd_cgroup.to_string(),
+        |item| item.as_bool() == Some(wanted.systemd_cgroup),
+        problems,
+    );
+}
+
+/// `disabled_plugins` must not list the CRI plugin: Kubernetes needs it.
+fn cri_disabled_problems(doc: &DocumentMut, version: ConfigVersion, problems: &mut Vec<String>) {
+    let Some(disabled) = doc.get("disabled_plugins").and_then(Item::as_array) else {
+        return;
+    };
+    let ids = version.cri_plugin_ids();
+    for id in disabled.iter().filter_map(|v| v.as_str()) {
+        if ids.contains(&id) {
+            problems.push(format!(
+                "`disabled_plugins` lists {id:?}: Kubernetes needs the CRI plugin"
+            ));
         }
     }
 }

@@ -457,36 +457,39 @@ fn configure_runtimes(
         let runtimes = containerd
             .reborrow()
             .child("runtimes", false, layout, origin)?;
-        let mut entry = runtimes.child(runtime.name, true, layout, origin)?;
-        entry.set(
-            "runtime_type",
-            Value::from(RUNC_RUNTIME_TYPE),
-            layout,
-            origin,
-        )?;
-        let inherits = runtime.binary.is_some();
-        if inherits {
-            for (key, value) in &inherited.entry {
-                entry.set(key, value.clone(), layout, origin)?;
-            }
-        }
-        let mut options = entry.child("options", true, layout, origin)?;
-        if inherits {
-            for (key, value) in &inherited.options {
-                options.set(key, value.clone(), layout, origin)?;
-            }
-        }
-        if let Some(binary) = runtime.binary {
-            options.set("BinaryName", Value::from(binary), layout, origin)?;
-        }
-        options.set(
-            "SystemdCgroup",
-            Value::from(wanted.systemd_cgroup),
-            layout,
-            origin,
-        )?;
+        let entry = runtimes.child(runtime.name, true, layout, origin)?;
+        // The NVIDIA runtime (the one with a binary) inherits runc's settings.
+        let inherits = runtime.binary.map(|_| &inherited);
+        configure_entry(entry, runtime, inherits, wanted, layout, origin)?;
     }
     Ok(())
+}
+
+/// One runtime's entry: the runc shim, what it inherits from runc's entry
+/// (`inherited`, new NVIDIA entries only), its BinaryName where one is
+/// wanted, and SystemdCgroup.
+fn configure_entry(
+    mut entry: Cursor<'_>,
+    runtime: crate::RuntimeEntry<'_>,
+    inherited: Option<&Inherited>,
+    wanted: &Wanted,
+    layout: &Layout,
+    origin: &str,
+) -> Result<(), Error> {
+    let runc_type = Value::from(RUNC_RUNTIME_TYPE);
+    entry.set("runtime_type", runc_type, layout, origin)?;
+    for (key, value) in inherited.map_or(&[][..], |i| &i.entry[..]) {
+        entry.set(key, value.clone(), layout, origin)?;
+    }
+    let mut options = entry.child("options", true, layout, origin)?;
+    for (key, value) in inherited.map_or(&[][..], |i| &i.options[..]) {
+        options.set(key, value.clone(), layout, origin)?;
+    }
+    if let Some(binary) = runtime.binary {
+        options.set("BinaryName", Value::from(binary), layout, origin)?;
+    }
+    let systemd = Value::from(wanted.systemd_cgroup);
+    options.set("SystemdCgroup", systemd, layout, origin)
 }
 
 /// What a new NVIDIA runtime entry takes over from the runc entry: every

@@ -219,35 +219,29 @@ mod tests {
 
     #[test]
     fn containerd_version_is_read_from_every_packagers_output() {
-        assert_eq!(
-            parse_containerd_version(
-                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n"
+        let table = [
+            (
+                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n",
+                v(1, 6, 20, "1.6.20~ds1"),
             ),
-            v(1, 6, 20, "1.6.20~ds1")
-        );
-        assert_eq!(
-            parse_containerd_version(
-                "containerd containerd.io 1.7.22 7f7fdf5fed64eb6a7caf99b3e12efcf9d60e311c"
+            (
+                "containerd containerd.io 1.7.22 7f7fdf5fed64eb6a7caf99b3e12efcf9d60e311c",
+                v(1, 7, 22, "1.7.22"),
             ),
-            v(1, 7, 22, "1.7.22")
-        );
-        assert_eq!(
-            parse_containerd_version(
-                "containerd github.com/containerd/containerd/v2 v2.0.4 1a43cb6a1035441f9aca8f5666a9b3ef9e70ab20"
+            (
+                "containerd github.com/containerd/containerd/v2 v2.0.4 1a43cb6a1035441f9aca8f5666a9b3ef9e70ab20",
+                v(2, 0, 4, "v2.0.4"),
             ),
-            v(2, 0, 4, "v2.0.4")
-        );
-        assert_eq!(
-            parse_containerd_version(
-                "containerd github.com/containerd/containerd/v2 v2.1.0-rc.1 5a3bbca"
+            (
+                "containerd github.com/containerd/containerd/v2 v2.1.0-rc.1 5a3bbca",
+                v(2, 1, 0, "v2.1.0-rc.1"),
             ),
-            v(2, 1, 0, "v2.1.0-rc.1")
-        );
-        assert_eq!(
-            parse_containerd_version("containerd: command not found"),
-            None
-        );
-        assert_eq!(parse_containerd_version(""), None);
+            ("containerd: command not found", None),
+            ("", None),
+        ];
+        for (output, expected) in table {
+            assert_eq!(parse_containerd_version(output), expected, "{output:?}");
+        }
     }
 
     #[test]

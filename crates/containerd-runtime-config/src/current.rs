@@ -5,6 +5,7 @@
 //! the files with `containerd_config`'s own merge.
 
 use crate::node::{self, Candidate};
+use crate::problems::{self, Expected, Problem, Seen};
 use containerd_config::{self as config, ConfigFiles, ConfigVersion, ContainerdVersion, Report};
 use serde_json::{json, Map, Value};
 use std::path::Path;
@@ -229,6 +230,37 @@ impl ConfigFiles for NodeFiles {
 }
 
 impl Current {
+    /// The problems of this configuration for the runtime setup `expected`,
+    /// and (none found) the line that says what pods run with.
+    pub fn judge(&self, expected: &Expected<'_>) -> (Vec<Problem>, Option<String>) {
+        let exists = |binary: &str| node::runtime_binary_exists(binary);
+        let seen = Seen {
+            path: &self.path,
+            source: self.source,
+            exists: self.exists,
+            report: self.report.as_ref().map_err(String::as_str),
+            stale_daemons: self
+                .daemons
+                .iter()
+                .filter(|d| d.stale())
+                .map(|d| (d.pid, d.changed_file.as_str()))
+                .collect(),
+            binary_exists: &exists,
+        };
+        let found = problems::problems(&seen, expected);
+        if !found.is_empty() {
+            return (found, None);
+        }
+        let mut files = vec![self.path.as_str()];
+        if let Ok(report) = &self.report {
+            files.extend(report.imports.iter().map(String::as_str));
+        }
+        (
+            found,
+            problems::as_expected(&seen, expected, &files.join(" and ")),
+        )
+    }
+
     /// The `current` return value.
     pub fn to_json(&self) -> Value {
         let mut out = Map::new();

@@ -13,11 +13,15 @@
 //! (`current`, see [`current`]); `state: inspect` only reports it.
 
 mod current;
-mod files;
+mod error;
 mod node;
+mod paths;
+pub mod problems;
 
-use ansible_module::fs::read_optional;
-use ansible_module::{Arg, DefaultValue, Diff, Failure, Module, ModuleSpec, Outcome};
+pub use error::Error;
+
+use ansible_module::fs::{read_optional, StagedFile};
+use ansible_module::{Arg, DefaultValue, Diff, Failure, Module, ModuleSpec, Outcome, RequiredIf};
 use containerd_config::{self as config, ConfigVersion, Declared, RelativeImports, Wanted};
 use node::Candidate;
 use serde::Deserialize;
@@ -35,8 +39,8 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::str("mode")
             .default_str("template")
             .choices(&["template", "merge", "drop_in"]),
-        // Required with state: configure (checked in `run`: the spec has no
-        // required_if).
+        // Required with state: configure (required_if below); optional with
+        // inspect, which judges only when it is given.
         Arg::bool("nvidia_runtime"),
         Arg::bool("set_as_default").default_bool(true),
         Arg::str("runtime_name").default_str("nvidia"),
@@ -54,6 +58,10 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::path("containerd_path"),
         Arg::bool("backup").default_bool(true),
     ],
+    // template and template_vars are only warned about outside mode:
+    // template (Ansible's relationships cannot say "only with"), in
+    // settle_options.
+    required_if: &[RequiredIf::str("state", "configure", &["nvidia_runtime"])],
     ..ModuleSpec::BASE
 };
 
@@ -123,6 +131,15 @@ pub struct Options {
     pub backup: bool,
 }
 
+/// The tag of this module's temporaries (`.containerd-runtime-config.<pid>.
+/// <unique>.tmp`). containerd globs its imports with Go's `filepath.Match`,
+/// where `*` also matches names that start with a dot: with `imports =
+/// ["conf.d/*"]`, a temporary or a backup beside the drop-in is loaded as
+/// configuration. So every temporary and backup lives in the main config's
+/// folder (`/etc/containerd`, which no import glob sensibly covers: it would
+/// import config.toml itself), on the same file system as its target.
+const TMP_TAG: &str = "containerd-runtime-config";
+
 /// One file the run produces, in the order they are committed.
 struct Planned {
     path: PathBuf,
@@ -136,18 +153,90 @@ impl Planned {
     }
 }
 
+/// What the run decided before planning: the runtime setup, the containerd
+/// on the node, the main file as it is, and the config version to write.
+struct Decided {
+    wanted: Wanted,
+    containerd: Option<PathBuf>,
+    containerd_version: Option<config::ContainerdVersion>,
+    version: ConfigVersion,
+    main_before: Option<Vec<u8>>,
+    /// `main_before` as text (checked to be UTF-8).
+    main_text: Option<String>,
+    /// The main config's folder: temporaries and backups go there.
+    main_dir: PathBuf,
+}
+
+impl Decided {
+    fn relative_imports(&self) -> RelativeImports<'_> {
+        RelativeImports::of(self.containerd_version.as_ref(), &self.main_dir)
+    }
+}
+
+/// What the run did, for the report.
+struct Done {
+    plan: Vec<Planned>,
+    backups: Vec<Option<PathBuf>>,
+    validated: bool,
+    current: current::Current,
+    notes: Vec<String>,
+}
+
 /// Configures containerd's runtimes as the options ask, or (`state:
 /// inspect`) reports them.
-pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
-    if opts.state == State::Inspect {
-        return inspect(module, &opts);
+pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
+    match opts.state {
+        State::Inspect => inspect(module, &opts).map_err(Failure::from),
+        State::Configure => configure(module, opts).map_err(Failure::from),
     }
-    let Some(nvidia_runtime) = opts.nvidia_runtime else {
-        return Err(Failure::new(
-            "missing required arguments: nvidia_runtime (required with state: configure)",
-        ));
+}
+
+/// decide → plan → validate → commit → report; nothing is written before
+/// the validation passed, and nothing at all in check mode.
+fn configure(module: &mut Module, mut opts: Options) -> Result<Outcome, Error> {
+    let wanted = settle_options(module, &mut opts)?;
+    let mut decided = decide(module, &opts, wanted)?;
+    let mut notes = Vec::new();
+    let plan = plan(&opts, &decided, &mut notes)?;
+    let changed = plan.iter().any(Planned::changed);
+    if let (Some(bin), true, None) = (&decided.containerd, changed, &decided.containerd_version) {
+        decided.containerd_version = containerd_release(module, bin);
+    }
+    // Before anything is written, so that it says what the run found. From
+    // the files: a `containerd config dump` of the old file here would be a
+    // third containerd run on a change (state: inspect asks containerd).
+    let current = current::inspect(&opts.path, None, decided.containerd_version.as_ref());
+    check_version_is_read(&decided)?;
+    let validator = pick_validator(module, &opts, &decided, changed)?;
+    if !module.check_mode() {
+        notes.extend(clean_stale(&opts, &decided.main_dir));
+    }
+    let mut backups = vec![None; plan.len()];
+    if changed {
+        if let Some(bin) = validator {
+            check_with_containerd(bin, &opts, &decided, &plan)?;
+        }
+        if !module.check_mode() {
+            backups = commit(&opts, &plan, &decided.main_dir)?;
+        }
+    }
+    let done = Done {
+        plan,
+        backups,
+        validated: changed && validator.is_some(),
+        current,
+        notes,
     };
-    let mut wanted = Wanted {
+    Ok(report(&opts, &decided, done, module.check_mode()))
+}
+
+/// The options as the run uses them: the runtime setup checked, the paths
+/// checked and their symlinks followed; warnings for options the mode
+/// ignores.
+fn settle_options(module: &mut Module, opts: &mut Options) -> Result<Wanted, Error> {
+    // Set: the spec's required_if (state: configure) refuses a task without it.
+    let nvidia_runtime = opts.nvidia_runtime.unwrap_or_default();
+    let wanted = Wanted {
         nvidia_runtime,
         set_as_default: opts.set_as_default,
         runtime_name: opts.runtime_name.clone(),
@@ -156,16 +245,13 @@ pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
         keep_default: None,
         enable_cdi: opts.enable_cdi,
     };
-    wanted.check().map_err(|e| Failure::new(e.to_string()))?;
-    check_paths(&opts)?;
-    opts.path = follow_links("path", &opts.path)?;
+    wanted.check()?;
+    paths::check(opts)?;
+    opts.path = paths::follow_links("path", &opts.path)?;
     if opts.mode == Mode::DropIn {
-        opts.drop_in_path = follow_links("drop_in_path", &opts.drop_in_path)?;
+        opts.drop_in_path = paths::follow_links("drop_in_path", &opts.drop_in_path)?;
         if opts.drop_in_path == opts.path {
-            return Err(Failure::new(format!(
-                "drop_in_path and path are the same file, {}; nothing written",
-                opts.path.display()
-            )));
+            return Err(Error::DropInIsMainThroughLinks(opts.path.clone()));
         }
     }
     if opts.mode != Mode::Template {
@@ -176,44 +262,98 @@ pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
             module.warn("template_vars is used only with mode: template; it is ignored");
         }
     }
-    let check_mode = module.check_mode();
+    Ok(wanted)
+}
 
-    let containerd = locate_containerd(&opts)?;
+/// The containerd on the node, the main file as it is, and the version to
+/// write; refuses a runtime binary that is missing and CDI on a containerd
+/// without it.
+fn decide(module: &mut Module, opts: &Options, mut wanted: Wanted) -> Result<Decided, Error> {
+    let containerd = locate_containerd(opts)?;
     if wanted.nvidia_runtime && opts.require_runtime_binary {
-        check_runtime_binary(module, &opts.runtime_path, check_mode)?;
+        check_runtime_binary(module, &opts.runtime_path)?;
     }
-
     let main_path = opts.path.to_string_lossy().into_owned();
     let main_before = read_file(&opts.path)?;
-    let main_text = main_before
-        .as_deref()
-        .map(|bytes| utf8(bytes, &main_path))
-        .transpose()?;
-    let declared = match main_text {
+    let main_text = match main_before.as_deref() {
+        Some(bytes) => Some(
+            std::str::from_utf8(bytes)
+                .map_err(|source| Error::NotUtf8 {
+                    path: main_path.clone(),
+                    source,
+                })?
+                .to_string(),
+        ),
         None => None,
-        Some(text) => match config::declared_version(text, &main_path) {
-            Ok(d) => Some(d),
-            // A template replaces the file whole, a broken one included.
-            Err(e) if opts.mode == Mode::Template => {
-                module.warn(format!("{e}; the rendered template replaces it"));
-                None
-            }
-            Err(e) => return Err(nothing_written(e)),
-        },
     };
+    let declared = declared_version(module, opts, main_text.as_deref(), &main_path)?;
+    let (containerd_version, version) =
+        decide_version(module, opts, containerd.as_deref(), declared, &main_path)?;
+    if let (Some(true), Some(cv)) = (opts.enable_cdi, &containerd_version) {
+        if (cv.major, cv.minor) < (1, 7) {
+            return Err(Error::NoCdi(cv.text.clone()));
+        }
+    }
+    // merge and drop_in leave a default runtime of the user's (crun, kata)
+    // alone unless the NVIDIA runtime is to be the default.
+    if opts.mode != Mode::Template {
+        wanted.keep_default = main_text
+            .as_deref()
+            .and_then(|t| config::configured_default(t, version));
+    }
+    Ok(Decided {
+        wanted,
+        containerd,
+        containerd_version,
+        version,
+        main_before,
+        main_text,
+        main_dir: opts.path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+    })
+}
+
+/// The version the main file declares, if any. A template replaces the
+/// file whole, a broken one included (with a warning).
+fn declared_version(
+    module: &mut Module,
+    opts: &Options,
+    main_text: Option<&str>,
+    main_path: &str,
+) -> Result<Option<Declared>, Error> {
+    let Some(text) = main_text else {
+        return Ok(None);
+    };
+    match config::declared_version(text, main_path) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if opts.mode == Mode::Template => {
+            module.warn(format!("{e}; the rendered template replaces it"));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The config version to write, and the containerd release when it was
+/// asked. containerd itself (`--version`, `config dump`: a Go binary of
+/// tens of MB, 20 to 40 ms each) is asked only when the file's own version
+/// does not decide, or to validate what is to be written: a second run with
+/// nothing to change runs none of it. drop_in also needs the release to
+/// know where a relative `imports` entry points.
+fn decide_version(
+    module: &mut Module,
+    opts: &Options,
+    containerd: Option<&Path>,
+    declared: Option<Declared>,
+    main_path: &str,
+) -> Result<(Option<config::ContainerdVersion>, ConfigVersion), Error> {
     let asked = match opts.config_version {
         VersionChoice::Auto => None,
         VersionChoice::V2 => Some(ConfigVersion::V2),
         VersionChoice::V3 => Some(ConfigVersion::V3),
     };
-    // containerd itself (`--version`, `config dump`: a Go binary of tens of
-    // MB, 20 to 40 ms each) is asked only when the file's own version does not
-    // decide, or to validate what is to be written: a second run with nothing
-    // to change runs none of it.
     let version_known = asked.is_some()
         || matches!(declared, Some(Declared::Version(n)) if ConfigVersion::from_number(n).is_some());
-    // drop_in also needs it to know where a relative `imports` entry points.
-    let mut containerd_version = match &containerd {
+    let containerd_version = match containerd {
         Some(bin)
             if !version_known || opts.mode == Mode::DropIn || opts.enable_cdi == Some(true) =>
         {
@@ -223,170 +363,166 @@ pub fn run(module: &mut Module, mut opts: Options) -> Result<Outcome, Failure> {
     };
     let chosen = config::choose_version(
         asked,
-        declared.map(|d| (d, main_path.as_str())),
+        declared.map(|d| (d, main_path)),
         opts.mode != Mode::Template && declared != Some(Declared::Unversioned),
         containerd_version.as_ref(),
     );
     let nothing_to_go_by = containerd.is_none() && declared.is_none() && asked.is_none();
-    let (version, note) = settle_version(chosen, check_mode && nothing_to_go_by)?;
+    let (version, note) = settle_version(chosen, module.check_mode() && nothing_to_go_by)?;
     if let Some(note) = note {
         module.warn(note);
     }
+    Ok((containerd_version, version))
+}
 
-    if let (Some(true), Some(cv)) = (opts.enable_cdi, &containerd_version) {
-        if (cv.major, cv.minor) < (1, 7) {
-            return Err(Failure::new(format!(
-                "enable_cdi: containerd {} has no CDI support (it came in 1.7); nothing written",
-                cv.text
-            )));
-        }
+/// A version 3 config is not read by containerd 1.x.
+fn check_version_is_read(decided: &Decided) -> Result<(), Error> {
+    match &decided.containerd_version {
+        Some(cv) if !decided.version.read_by(cv) => Err(Error::VersionTooNew {
+            version: decided.version,
+            containerd: decided.containerd.clone().unwrap_or_default(),
+            release: cv.text.clone(),
+        }),
+        _ => Ok(()),
     }
-    // merge and drop_in leave a default runtime of the user's (crun, kata)
-    // alone unless the NVIDIA runtime is to be the default.
-    if opts.mode != Mode::Template {
-        wanted.keep_default = main_text.and_then(|t| config::configured_default(t, version));
-    }
-    let mut notes = Vec::new();
-    let main_dir = opts.path.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let plan = plan(
-        &opts,
-        &wanted,
-        version,
-        main_text,
-        main_before.as_deref(),
-        RelativeImports::of(containerd_version.as_ref(), &main_dir),
-        &mut notes,
-    )?;
-    let changed = plan.iter().any(Planned::changed);
-    if let (Some(bin), true, None) = (&containerd, changed, &containerd_version) {
-        containerd_version = containerd_release(module, bin);
-    }
-    // Before anything is written, so that it says what the run found. From
-    // the files: a `containerd config dump` of the old file here would be a
-    // third containerd run on a change (state: inspect asks containerd).
-    let current = current::inspect(&opts.path, None, containerd_version.as_ref());
-    if let Some(cv) = &containerd_version {
-        if !version.read_by(cv) {
-            return Err(Failure::new(format!(
-                "config version {version} needs containerd {}.0 or later, and {} is {}: it \
-                 would not find the CRI runtime settings (set config_version: 2)",
-                version.min_containerd_major(),
-                containerd
-                    .as_deref()
-                    .map_or_else(String::new, |p| p.display().to_string()),
-                cv.text
-            )));
-        }
-    }
+}
 
-    let validate = opts.validate.unwrap_or(containerd.is_some());
-    let validator = match (&containerd, validate) {
-        (Some(bin), true) => Some(bin.as_path()),
-        (None, true) if changed && check_mode => {
+/// The containerd that validates the change: by default whenever one is
+/// found; `validate: true` without one fails a real run that changes
+/// something (check mode warns: an earlier task may install it).
+fn pick_validator<'d>(
+    module: &mut Module,
+    opts: &Options,
+    decided: &'d Decided,
+    changed: bool,
+) -> Result<Option<&'d Path>, Error> {
+    let validate = opts.validate.unwrap_or(decided.containerd.is_some());
+    match (&decided.containerd, validate) {
+        (Some(bin), true) => Ok(Some(bin.as_path())),
+        (None, true) if changed && module.check_mode() => {
             module.warn(
                 "validate: true, but no containerd binary was found; the real run fails \
                  unless containerd is installed by then",
             );
-            None
+            Ok(None)
         }
-        (None, true) if changed => {
-            return Err(Failure::new(
-                "validate: true, but no containerd binary was found on PATH or in /usr/bin, \
-                 /usr/local/bin, /bin (set containerd_path, or validate: false); nothing written",
-            ))
-        }
-        _ => None,
-    };
+        (None, true) if changed => Err(Error::NoValidator),
+        _ => Ok(None),
+    }
+}
 
-    if !check_mode {
-        // Temporaries of runs that were killed (SIGKILL, a dropped SSH
-        // session), on every real run, changed or not.
-        let mut removed = files::clean_stale(&main_dir, &stale_names(&opts));
-        if opts.mode == Mode::DropIn {
-            if let Some(conf_d) = opts.drop_in_path.parent() {
-                removed.extend(files::clean_stale(conf_d, &stale_names(&opts)));
-            }
-        }
-        if !removed.is_empty() {
-            notes.push(format!(
-                "removed {} temporary file(s) that killed runs left behind",
-                removed.len()
-            ));
+/// Removes the temporaries of runs that were killed (SIGKILL, a dropped SSH
+/// session), on every real run, changed or not; returns a note saying so.
+fn clean_stale(opts: &Options, main_dir: &Path) -> Option<String> {
+    let names = stale_names(opts);
+    let mut removed = ansible_module::fs::clean_stale(main_dir, TMP_TAG, &names);
+    if opts.mode == Mode::DropIn {
+        if let Some(conf_d) = opts.drop_in_path.parent() {
+            removed.extend(ansible_module::fs::clean_stale(conf_d, TMP_TAG, &names));
         }
     }
+    (!removed.is_empty()).then(|| {
+        format!(
+            "removed {} temporary file(s) that killed runs left behind",
+            removed.len()
+        )
+    })
+}
+
+/// The module's result: the message, the diffs, and the return values.
+fn report(opts: &Options, decided: &Decided, done: Done, check_mode: bool) -> Outcome {
+    let changed = done.plan.iter().any(Planned::changed);
     let mut outcome = Outcome::new(changed);
-    let mut backups: Vec<Option<PathBuf>> = vec![None; plan.len()];
-    let relative = RelativeImports::of(containerd_version.as_ref(), &main_dir);
-    if changed {
-        if let Some(bin) = validator {
-            check_with_containerd(bin, &opts, &wanted, &plan, relative)?;
-        }
-        if !check_mode {
-            backups = commit(&opts, &plan, &main_dir)?;
-        }
-        for file in plan.iter().filter(|f| f.changed()) {
-            outcome = outcome.diff(Diff::of_file(
-                &file.path.to_string_lossy(),
-                file.before.as_deref(),
-                file.after.as_bytes(),
-            ));
-        }
+    for file in done.plan.iter().filter(|f| f.changed()) {
+        outcome = outcome.diff(Diff::of_file(
+            &file.path.to_string_lossy(),
+            file.before.as_deref(),
+            file.after.as_bytes(),
+        ));
     }
-
     let shown = |p: &Option<PathBuf>| {
         p.as_ref()
             .map_or(Value::Null, |p| p.to_string_lossy().into_owned().into())
     };
-    let main_index = plan.len() - 1;
+    let wanted = &decided.wanted;
+    let main_index = done.plan.len() - 1;
+    let msg = message(
+        opts,
+        &done.plan,
+        decided.version,
+        wanted,
+        check_mode,
+        &done.notes,
+    );
     outcome = outcome
-        .msg(message(&opts, &plan, version, &wanted, check_mode, &notes))
+        .msg(msg)
         .value("restart_required", changed)
-        .value("config_version", version.number())
+        .value("config_version", decided.version.number())
         .value("default_runtime", wanted.default_runtime())
-        .value("backup_file", shown(&backups[main_index]))
-        .value("validated", changed && validator.is_some())
+        .value("backup_file", shown(&done.backups[main_index]))
+        .value("validated", done.validated)
         .value(
             "containerd_version",
-            containerd_version.map_or(Value::Null, |v| v.text.into()),
+            decided
+                .containerd_version
+                .as_ref()
+                .map_or(Value::Null, |v| v.text.clone().into()),
         )
-        .value("current", current.to_json());
+        .value("current", done.current.to_json());
     if opts.mode == Mode::DropIn {
         outcome = outcome
             .value(
                 "drop_in_path",
                 opts.drop_in_path.to_string_lossy().into_owned(),
             )
-            .value("drop_in_backup_file", shown(&backups[0]));
+            .value("drop_in_backup_file", shown(&done.backups[0]));
     }
-    Ok(outcome)
+    outcome
 }
 
-/// `state: inspect`: the current configuration and nothing else; nothing is
+/// `state: inspect`: the current configuration, judged against the runtime
+/// setup the options name when they name one (`nvidia_runtime`); nothing is
 /// written, in check mode or not.
-fn inspect(module: &mut Module, opts: &Options) -> Result<Outcome, Failure> {
+fn inspect(module: &mut Module, opts: &Options) -> Result<Outcome, Error> {
     if !opts.path.is_absolute() {
-        return Err(Failure::new(format!(
-            "path must be absolute, got {}",
-            opts.path.display()
-        )));
+        return Err(Error::NotAbsolute {
+            name: "path",
+            path: opts.path.clone(),
+        });
     }
-    let (containerd, containerd_version) = find_containerd(module, opts)?;
+    let containerd = locate_containerd(opts)?;
+    let containerd_version = containerd
+        .as_ref()
+        .and_then(|bin| containerd_release(module, bin));
     let current = current::inspect(
         &opts.path,
         containerd.as_deref(),
         containerd_version.as_ref(),
     );
-    Ok(Outcome::new(false)
+    let mut outcome = Outcome::new(false)
         .msg(current.summary())
         .value("current", current.to_json())
         .value(
             "containerd_version",
             containerd_version.map_or(Value::Null, |v| v.text.into()),
-        ))
+        );
+    // Without nvidia_runtime there is no runtime setup to judge against:
+    // inspect reports and does not judge.
+    if let Some(nvidia_runtime) = opts.nvidia_runtime {
+        let expected = problems::Expected {
+            nvidia_runtime,
+            set_as_default: opts.set_as_default,
+            runtime_name: &opts.runtime_name,
+            systemd_cgroup: opts.systemd_cgroup,
+        };
+        let (found, fine) = current.judge(&expected);
+        outcome = outcome
+            .value("problems", serde_json::to_value(found).unwrap_or_default())
+            .value("as_expected", fine.map_or(Value::Null, Value::from));
+    }
+    Ok(outcome)
 }
 
-/// The containerd binary (`containerd_path`, else the first one found) and
-/// its release; a release that cannot be read is a warning.
 /// The version to write. In check mode on a fresh node, containerd is not
 /// installed yet (the role's package task did not really run) and no file
 /// says: the plan is shown for version 2, the one distributions ship today,
@@ -394,7 +530,7 @@ fn inspect(module: &mut Module, opts: &Options) -> Result<Outcome, Failure> {
 fn settle_version(
     chosen: Result<ConfigVersion, config::Error>,
     check_mode_without_clues: bool,
-) -> Result<(ConfigVersion, Option<String>), Failure> {
+) -> Result<(ConfigVersion, Option<String>), Error> {
     match chosen {
         Ok(version) => Ok((version, None)),
         Err(config::Error::Version(why)) if check_mode_without_clues => Ok((
@@ -404,30 +540,19 @@ fn settle_version(
                  the containerd installed by then"
             )),
         )),
-        Err(e) => Err(nothing_written(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn find_containerd(
-    module: &mut Module,
-    opts: &Options,
-) -> Result<(Option<PathBuf>, Option<config::ContainerdVersion>), Failure> {
-    let containerd = locate_containerd(opts)?;
-    let version = containerd
-        .as_ref()
-        .and_then(|bin| containerd_release(module, bin));
-    Ok((containerd, version))
-}
-
 /// The containerd binary: `containerd_path`, else the first one found.
-fn locate_containerd(opts: &Options) -> Result<Option<PathBuf>, Failure> {
+fn locate_containerd(opts: &Options) -> Result<Option<PathBuf>, Error> {
     match &opts.containerd_path {
         Some(path) => match node::not_executable(path) {
             None => Ok(Some(path.clone())),
-            Some(why) => Err(Failure::new(format!(
-                "containerd_path {} {why}",
-                path.display()
-            ))),
+            Some(why) => Err(Error::ContainerdPath {
+                path: path.clone(),
+                why,
+            }),
         },
         None => Ok(node::find_containerd()),
     }
@@ -444,96 +569,10 @@ fn containerd_release(module: &mut Module, bin: &Path) -> Option<config::Contain
     }
 }
 
-fn check_paths(opts: &Options) -> Result<(), Failure> {
-    let mut named = vec![("path", &opts.path)];
-    if opts.mode == Mode::DropIn {
-        named.push(("drop_in_path", &opts.drop_in_path));
-    }
-    for (name, path) in named {
-        if !path.is_absolute() {
-            return Err(Failure::new(format!(
-                "{name} must be absolute, got {}",
-                path.display()
-            )));
-        }
-        if path.to_string_lossy().chars().any(char::is_control) {
-            return Err(Failure::new(format!(
-                "{name} {:?} holds a control character (NUL, newline...); nothing written",
-                path.to_string_lossy()
-            )));
-        }
-        if path.file_name().is_none() || lexical(path).parent().is_none() {
-            return Err(Failure::new(format!(
-                "{name} {} names no file",
-                path.display()
-            )));
-        }
-    }
-    if opts.mode == Mode::DropIn && lexical(&opts.drop_in_path) == lexical(&opts.path) {
-        return Err(Failure::new(format!(
-            "drop_in_path {} is the main config's path {}; nothing written",
-            opts.drop_in_path.display(),
-            opts.path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// An absolute path with `.` and `..` resolved as text (`/etc/x/../c` is
-/// `/etc/c`), to compare two paths the options give.
-fn lexical(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::from("/");
-    for part in path.components() {
-        match part {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(name) => out.push(name),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Where a write to `path` goes: a symlink is followed to the file it names
-/// (as Ansible's `follow: true`; the link stays a link and its target gets
-/// the new content, which is what a node that links config.toml to a
-/// managed copy means). Up to 40 links, as the kernel allows; a link loop
-/// or a link to something other than a file is an error.
-fn follow_links(name: &str, path: &Path) -> Result<PathBuf, Failure> {
-    let mut at = lexical(path);
-    for _ in 0..40 {
-        match std::fs::symlink_metadata(&at) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let target = std::fs::read_link(&at).map_err(|e| {
-                    Failure::new(format!("cannot read the symlink {}: {e}", at.display()))
-                })?;
-                let parent = at.parent().unwrap_or(Path::new("/")).to_path_buf();
-                at = lexical(&parent.join(target));
-            }
-            Ok(meta) if !meta.is_file() => {
-                return Err(Failure::new(format!(
-                    "{name} {} is not a regular file; nothing written",
-                    at.display()
-                )))
-            }
-            _ => return Ok(at),
-        }
-    }
-    Err(Failure::new(format!(
-        "{name} {}: too many levels of symbolic links; nothing written",
-        path.display()
-    )))
-}
-
 /// The NVIDIA runtime must exist before containerd is told to use it: a
-/// default runtime that cannot start fails every pod on the node.
-fn check_runtime_binary(
-    module: &mut Module,
-    runtime_path: &str,
-    check_mode: bool,
-) -> Result<(), Failure> {
+/// default runtime that cannot start fails every pod on the node. In check
+/// mode an earlier task that installs it has not run: a warning.
+fn check_runtime_binary(module: &mut Module, runtime_path: &str) -> Result<(), Error> {
     let path = Path::new(runtime_path);
     let why = if path.is_absolute() {
         node::not_executable(path)
@@ -541,55 +580,38 @@ fn check_runtime_binary(
         Some("is not an absolute path, so its existence cannot be checked")
     };
     let Some(why) = why else { return Ok(()) };
-    let msg = format!(
-        "the NVIDIA runtime binary {runtime_path} {why}: install the NVIDIA Container Toolkit \
-         (nvidia-container-toolkit) first, or set runtime_path to where it is. containerd \
-         would fail every pod that uses a runtime it cannot start; set \
-         require_runtime_binary: false to configure it anyway"
-    );
-    if check_mode {
-        // In check mode an earlier task that installs it has not run.
+    let error = Error::RuntimeBinary {
+        path: runtime_path.to_string(),
+        why,
+    };
+    if module.check_mode() {
         module.warn(format!(
-            "{msg} (check mode: the real run fails unless it is installed by then)"
+            "{error} (check mode: the real run fails unless it is installed by then)"
         ));
         Ok(())
     } else {
-        Err(Failure::new(msg))
+        Err(error)
     }
 }
 
-fn read_file(path: &Path) -> Result<Option<Vec<u8>>, Failure> {
-    read_optional(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))
-}
-
-fn utf8<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str, Failure> {
-    std::str::from_utf8(bytes).map_err(|e| {
-        Failure::new(format!(
-            "{origin} is not UTF-8 text ({e}), so it is not a containerd config; nothing written"
-        ))
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    read_optional(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
     })
-}
-
-fn nothing_written(e: config::Error) -> Failure {
-    Failure::new(format!("{e}; nothing written"))
 }
 
 /// The files to produce: for drop_in the drop-in, then the main config
 /// (committed in that order, so the main file never imports a drop-in that
-/// was not written); for the other modes the main config alone.
-fn plan(
-    opts: &Options,
-    wanted: &Wanted,
-    version: ConfigVersion,
-    main_text: Option<&str>,
-    main_before: Option<&[u8]>,
-    relative: RelativeImports<'_>,
-    notes: &mut Vec<String>,
-) -> Result<Vec<Planned>, Failure> {
+/// was not written); for the other modes the main config alone. Each is
+/// checked to say what was asked before it is planned.
+fn plan(opts: &Options, decided: &Decided, notes: &mut Vec<String>) -> Result<Vec<Planned>, Error> {
+    let (wanted, version) = (&decided.wanted, decided.version);
     let main_path = opts.path.to_string_lossy().into_owned();
+    let main_text = decided.main_text.as_deref();
     let main = |after: String| Planned {
         path: opts.path.clone(),
-        before: main_before.map(<[u8]>::to_vec),
+        before: decided.main_before.clone(),
         after,
     };
     match opts.mode {
@@ -598,41 +620,31 @@ fn plan(
                 Some(text) => ("given in `template`", text.as_str()),
                 None => config::builtin_template(wanted.nvidia_runtime),
             };
-            let text = config::render(name, source, wanted, version, &opts.template_vars)
-                .map_err(nothing_written)?;
-            config::verify(
-                &text,
-                &format!("the rendered template {name}"),
-                wanted,
-                version,
-            )
-            .map_err(nothing_written)?;
+            let text = config::render(name, source, wanted, version, &opts.template_vars)?;
+            let origin = format!("the rendered template {name}");
+            config::verify(&text, &origin, wanted, version)?;
             Ok(vec![main(text)])
         }
         Mode::Merge => {
-            let edit =
-                config::merge(main_text, &main_path, wanted, version).map_err(nothing_written)?;
-            config::verify(&edit.text, &main_path, wanted, version).map_err(nothing_written)?;
+            let edit = config::merge(main_text, &main_path, wanted, version)?;
+            config::verify(&edit.text, &main_path, wanted, version)?;
             notes.extend(edit.notes);
             Ok(vec![main(edit.text)])
         }
         Mode::DropIn => {
             let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
             let drop_in_before = read_file(&opts.drop_in_path)?;
-            let drop_in =
-                config::drop_in(main_text, &main_path, wanted, version).map_err(nothing_written)?;
-            config::verify(&drop_in, &drop_in_path, wanted, version).map_err(nothing_written)?;
-            let edit = config::add_import(main_text, &main_path, &drop_in_path, version, relative)
-                .map_err(nothing_written)?;
+            let drop_in = config::drop_in(main_text, &main_path, wanted, version)?;
+            config::verify(&drop_in, &drop_in_path, wanted, version)?;
+            let relative = decided.relative_imports();
+            let edit = config::add_import(main_text, &main_path, &drop_in_path, version, relative)?;
             notes.extend(edit.notes);
-            Ok(vec![
-                Planned {
-                    path: opts.drop_in_path.clone(),
-                    before: drop_in_before,
-                    after: drop_in,
-                },
-                main(edit.text),
-            ])
+            let drop_in = Planned {
+                path: opts.drop_in_path.clone(),
+                before: drop_in_before,
+                after: drop_in,
+            };
+            Ok(vec![drop_in, main(edit.text)])
         }
     }
 }
@@ -642,62 +654,85 @@ fn plan(
 /// check mode and for real alike. The copy of the main config is its
 /// committed text with relative imports made absolute (as that containerd
 /// resolves them); in drop_in mode it imports the new drop-in instead of
-/// the old one, and containerd's effective configuration with it must differ
-/// from the one without it only in the runtime settings.
+/// the old one (see [`check_drop_in_with_containerd`]).
 fn check_with_containerd(
     containerd: &Path,
     opts: &Options,
-    wanted: &Wanted,
+    decided: &Decided,
     plan: &[Planned],
-    relative: RelativeImports<'_>,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let main_path = opts.path.to_string_lossy().into_owned();
     let main_after = &plan
         .last()
         .expect("the main config is always planned")
         .after;
-    if opts.mode != Mode::DropIn {
-        let copy = config::validation_copy(main_after, &main_path, None, None, relative)
-            .map_err(nothing_written)?;
-        let dump = node::config_dump(containerd, Candidate::Text(&copy))
-            .map_err(|e| rejected(&main_path, e))?;
-        return config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e));
+    if opts.mode == Mode::DropIn {
+        return check_drop_in_with_containerd(
+            containerd,
+            opts,
+            decided,
+            &plan[0].after,
+            main_after,
+        );
     }
+    let relative = decided.relative_imports();
+    let copy = config::validation_copy(main_after, &main_path, None, None, relative)?;
+    let dump = config_dump(containerd, &copy, &main_path)?;
+    config::verify_effective(&dump, &decided.wanted).map_err(|source| Error::Overridden {
+        path: main_path,
+        source,
+    })
+}
+
+/// drop_in: containerd's effective configuration with the new drop-in must
+/// say what was asked, and differ from the one without it only in the
+/// runtime settings (containerd 1.x replaces a whole imported section).
+fn check_drop_in_with_containerd(
+    containerd: &Path,
+    opts: &Options,
+    decided: &Decided,
+    drop_in: &str,
+    main_after: &str,
+) -> Result<(), Error> {
+    let main_path = opts.path.to_string_lossy().into_owned();
     let drop_in_path = opts.drop_in_path.to_string_lossy().into_owned();
-    let staged_drop_in = node::UnnamedFile::new(&plan[0].after).map_err(|e| {
-        Failure::new(format!(
-            "cannot stage the drop-in in memory: {e}; nothing written"
-        ))
-    })?;
+    let relative = decided.relative_imports();
+    let staged_drop_in = node::UnnamedFile::new(drop_in).map_err(Error::StageInMemory)?;
     let copy = config::validation_copy(
         main_after,
         &main_path,
         Some(&drop_in_path),
         Some(staged_drop_in.path()),
         relative,
-    )
-    .map_err(nothing_written)?;
-    let dump = node::config_dump(containerd, Candidate::Text(&copy))
-        .map_err(|e| rejected(&main_path, e))?;
-    config::verify_effective(&dump, wanted).map_err(|e| overridden(&main_path, e))?;
-    // Everything else must be as it is without the drop-in.
+    )?;
+    let dump = config_dump(containerd, &copy, &main_path)?;
+    config::verify_effective(&dump, &decided.wanted).map_err(|source| Error::Overridden {
+        path: main_path.clone(),
+        source,
+    })?;
     let without =
-        config::validation_copy(main_after, &main_path, Some(&drop_in_path), None, relative)
-            .map_err(nothing_written)?;
-    let baseline = node::config_dump(containerd, Candidate::Text(&without))
-        .map_err(|e| rejected(&main_path, e))?;
-    let lost = config::unrelated_changes(&baseline, &dump, wanted).map_err(nothing_written)?;
+        config::validation_copy(main_after, &main_path, Some(&drop_in_path), None, relative)?;
+    let baseline = config_dump(containerd, &without, &main_path)?;
+    let lost = config::unrelated_changes(&baseline, &dump, &decided.wanted)?;
     if !lost.is_empty() {
-        return Err(Failure::new(format!(
-            "importing {drop_in_path} would change more than the runtimes in containerd's \
-             effective configuration: {}; nothing written",
-            lost.join("; ")
-        )));
+        return Err(Error::ImportChangesMore {
+            drop_in: drop_in_path,
+            lost,
+        });
     }
     Ok(())
 }
 
-/// The file names whose temporaries older versions of this module left.
+/// `containerd config dump` of an in-memory copy of the main config.
+fn config_dump(containerd: &Path, copy: &str, main_path: &str) -> Result<String, Error> {
+    node::config_dump(containerd, Candidate::Text(copy)).map_err(|why| Error::Rejected {
+        path: main_path.to_string(),
+        why,
+    })
+}
+
+/// The file names whose temporaries older versions of this module left
+/// (`.<name>.<pid>.tmp`), found and removed with this module's own.
 fn stale_names(opts: &Options) -> Vec<&str> {
     [opts.path.file_name(), opts.drop_in_path.file_name()]
         .into_iter()
@@ -706,16 +741,14 @@ fn stale_names(opts: &Options) -> Vec<&str> {
         .collect()
 }
 
-/// Writes the validated plan: each changed file staged under a temporary
-/// name in the main config's folder (where no `imports` glob looks), then
-/// renamed over its target, drop-in first, main config last. Backups go to
-/// that folder too. Returns each planned file's backup; a failure says what
-/// was written before it.
+/// Writes the validated plan, drop-in first, main config last (see
+/// [`commit_file`]). Returns each planned file's backup; a failure says
+/// what was written before it.
 fn commit(
     opts: &Options,
     plan: &[Planned],
     main_dir: &Path,
-) -> Result<Vec<Option<PathBuf>>, Failure> {
+) -> Result<Vec<Option<PathBuf>>, Error> {
     let mut backups = Vec::with_capacity(plan.len());
     let mut written: Vec<String> = Vec::new();
     let backup_dir = opts.backup.then_some(main_dir);
@@ -724,56 +757,60 @@ fn commit(
             backups.push(None);
             continue;
         }
-        let fail = |what: String, written: &[String]| {
-            let done = if written.is_empty() {
-                "nothing written".to_string()
-            } else {
-                format!("already written: {}", written.join(", "))
-            };
-            Failure::new(format!("{what}; {done}"))
-        };
-        let created_dirs = create_dirs(main_dir)
-            .and_then(|mut a| {
-                let parent = file.path.parent().unwrap_or(Path::new("/"));
-                a.extend(create_dirs(parent)?);
-                Ok(a)
-            })
-            .map_err(|e| {
-                fail(
-                    format!("cannot create the folder of {}: {e}", file.path.display()),
-                    &written,
-                )
-            })?;
-        let result = files::Staged::new(&file.path, main_dir, file.after.as_bytes(), 0o644)
-            .map_err(|e| {
-                format!(
-                    "cannot write a temporary file in {}: {e}",
-                    main_dir.display()
-                )
-            })
-            .and_then(|staged| {
-                staged
-                    .commit(backup_dir)
-                    .map_err(|e| format!("cannot replace {}: {e}", file.path.display()))
-            });
-        match result {
-            Ok(backup) => {
-                written.extend(created_dirs.iter().map(|d| d.display().to_string()));
-                written.push(file.path.display().to_string());
-                if let Some(b) = &backup {
-                    written.push(b.display().to_string());
-                }
+        match commit_file(file, main_dir, backup_dir) {
+            Ok((paths, backup)) => {
+                written.extend(paths);
                 backups.push(backup);
             }
-            Err(why) => {
-                for dir in created_dirs.iter().rev() {
-                    let _ = std::fs::remove_dir(dir);
-                }
-                return Err(fail(why, &written));
-            }
+            Err(what) => return Err(Error::Commit { what, written }),
         }
     }
     Ok(backups)
+}
+
+/// One file: its missing folders made, staged under a temporary name in the
+/// main config's folder (where no `imports` glob looks), renamed over its
+/// target, the old one kept in `backup_dir`. Returns what it wrote (folders,
+/// file, backup); on failure the folders it made are removed again.
+fn commit_file(
+    file: &Planned,
+    main_dir: &Path,
+    backup_dir: Option<&Path>,
+) -> Result<(Vec<String>, Option<PathBuf>), String> {
+    let parent = file.path.parent().unwrap_or(Path::new("/"));
+    let created = create_dirs(main_dir)
+        .and_then(|mut a| {
+            a.extend(create_dirs(parent)?);
+            Ok(a)
+        })
+        .map_err(|e| format!("cannot create the folder of {}: {e}", file.path.display()))?;
+    let result = StagedFile::stage_in(&file.path, main_dir, TMP_TAG, file.after.as_bytes(), 0o644)
+        .map_err(|e| {
+            format!(
+                "cannot write a temporary file in {}: {e}",
+                main_dir.display()
+            )
+        })
+        .and_then(|staged| {
+            staged
+                .commit_with_backup_in(backup_dir)
+                .map_err(|e| format!("cannot replace {}: {e}", file.path.display()))
+        });
+    match result {
+        Ok(backup) => {
+            let mut written: Vec<String> =
+                created.iter().map(|d| d.display().to_string()).collect();
+            written.push(file.path.display().to_string());
+            written.extend(backup.iter().map(|b| b.display().to_string()));
+            Ok((written, backup))
+        }
+        Err(why) => {
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(why)
+        }
+    }
 }
 
 /// Creates `dir` and its missing parents with mode 0755 whatever the umask
@@ -797,19 +834,6 @@ fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
     }
     Ok(missing)
-}
-
-fn rejected(path: &str, why: String) -> Failure {
-    Failure::new(format!(
-        "containerd rejects the new configuration for {path}, so it was not written: {why}"
-    ))
-}
-
-fn overridden(path: &str, e: config::Error) -> Failure {
-    Failure::new(format!(
-        "{e}. containerd accepts the new {path}, but another file it imports overrides these \
-         settings; nothing written"
-    ))
 }
 
 fn message(
@@ -871,9 +895,10 @@ mod tests {
     fn a_real_run_without_a_version_fails() {
         let failure = settle_version(unknown(), false).unwrap_err();
         assert!(
-            failure.msg.contains("cannot tell which config version"),
-            "{}",
-            failure.msg
+            failure
+                .to_string()
+                .contains("cannot tell which config version"),
+            "{failure}"
         );
         assert_eq!(
             settle_version(Ok(ConfigVersion::V3), true).unwrap(),

@@ -11,7 +11,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULE: &str = env!("CARGO_BIN_EXE_containerd_runtime_config");
+mod common;
+
+use common::{release_script, Node};
 const HAND_WRITTEN_V2: &str =
     include_str!("../../containerd-config/tests/fixtures/hand-written-v2.toml");
 const HAND_WRITTEN_V3: &str =
@@ -28,37 +30,9 @@ const DEBIAN_V2: &str = "version = 2
     path = \"/var/lib/containerd/opt\"
 ";
 
-/// A scratch node: `etc/containerd/` for the configs, `bin/` for a stand-in
-/// nvidia-container-runtime, and the args file outside `etc/`.
-struct Node {
-    root: PathBuf,
-}
-
 impl Node {
     fn new(name: &str) -> Node {
-        let root = std::env::temp_dir().join(format!("crc-module-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("etc/containerd")).unwrap();
-        fs::create_dir_all(root.join("bin")).unwrap();
-        let runtime = root.join("bin/nvidia-container-runtime");
-        fs::write(&runtime, "#!/bin/sh\nexec runc \"$@\"\n").unwrap();
-        fs::set_permissions(&runtime, fs::Permissions::from_mode(0o755)).unwrap();
-        Node { root }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.root.join("etc/containerd/config.toml")
-    }
-
-    fn drop_in(&self) -> PathBuf {
-        self.root.join("etc/containerd/conf.d/99-nvidia.toml")
-    }
-
-    fn runtime(&self) -> String {
-        self.root
-            .join("bin/nvidia-container-runtime")
-            .to_string_lossy()
-            .into_owned()
+        Node::scratch("crc-module", name)
     }
 
     fn write_config(&self, text: &str) {
@@ -85,32 +59,10 @@ impl Node {
         path.to_string_lossy().into_owned()
     }
 
-    /// Runs the module with `args` over defaults pointing into this node.
+    /// Runs the module with `args` over defaults pointing into this node,
+    /// with containerd 1.6 and runc on PATH.
     fn run(&self, args: Value) -> Value {
-        let mut all = json!({
-            "path": self.config(),
-            "drop_in_path": self.drop_in(),
-            "runtime_path": self.runtime(),
-            "nvidia_runtime": true,
-            "_ansible_diff": true,
-        });
-        for (k, v) in args.as_object().unwrap() {
-            all[k] = v.clone();
-        }
-        let args_file = self.root.join("args.json");
-        fs::write(&args_file, all.to_string()).unwrap();
-        let out = Command::new(MODULE)
-            .arg(&args_file)
-            .env("PATH", path_with_containerd())
-            .output()
-            .unwrap();
-        let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "the module printed no JSON ({e}): {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let (result, out) = self.run_module(&self.args(args), Some(&path_with_containerd()));
         let failed = result["failed"].as_bool().unwrap();
         assert_eq!(out.status.code(), Some(i32::from(failed)), "{result}");
         result
@@ -157,35 +109,11 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.root);
-        }
-    }
-}
-
 /// containerd 1.6.20 from Debian's archive, fetched and cached by
 /// `tests/containerd_releases.py` (the tests never use the machine's own):
 /// these tests exist to prove that containerd accepts what we write.
 fn containerd() -> PathBuf {
     release_script(&["bin", "1.6"]).join("containerd")
-}
-
-/// What `tests/containerd_releases.py ARGS` prints: a path it fetched.
-fn release_script(args: &[&str]) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/containerd_releases.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs tests/containerd_releases.py");
-    assert!(
-        out.status.success(),
-        "tests/containerd_releases.py {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// PATH with containerd 1.6's and runc's folders first: the module asks the
@@ -1020,6 +948,49 @@ fn inspect_sees_a_hand_edit_and_a_missing_runtime_binary() {
 }
 
 #[test]
+fn inspect_judges_against_the_runtime_setup_given_and_only_then() {
+    let node = Node::new("inspect-judges");
+    node.ok(json!({"mode": "template"}));
+    let fine = inspect(&node, json!({}));
+    assert_eq!(fine["problems"], json!([]), "{fine:#}");
+    let line = fine["as_expected"].as_str().unwrap();
+    assert!(
+        line.starts_with(&format!(
+            "default runtime nvidia ({}), SystemdCgroup true; read with ",
+            node.runtime()
+        )),
+        "{line}"
+    );
+    // The same file judged for a CPU node: the NVIDIA runtime is the default.
+    let cpu = inspect(&node, json!({"nvidia_runtime": false}));
+    assert_eq!(cpu["problems"][0]["fix"], json!("configure"), "{cpu:#}");
+    assert!(cpu["as_expected"].is_null());
+
+    let text = node.read(&node.config());
+    node.write_config(&text.replace(
+        "default_runtime_name = \"nvidia\"",
+        "default_runtime_name = \"runc\"",
+    ));
+    fs::remove_file(node.runtime()).unwrap();
+    let broken = inspect(&node, json!({}));
+    // runc's bare BinaryName is looked up on the service PATH, which this
+    // machine's may lack: a third problem then, not asserted here.
+    assert_eq!(
+        json!(broken["problems"].as_array().unwrap()[..2]),
+        json!([
+            {"msg": "containerd's default runtime is runc, expected nvidia", "fix": "configure"},
+            {"msg": format!("the nvidia runtime's binary {} does not exist or is not executable, so no pod can start with it", node.runtime()),
+             "fix": "install_runtime"},
+        ]),
+        "{broken:#}"
+    );
+    // Without nvidia_runtime, inspect reports and does not judge.
+    let unjudged = inspect(&node, json!({"nvidia_runtime": null}));
+    assert!(unjudged.get("problems").is_none(), "{unjudged:#}");
+    assert_eq!(unjudged["current"], broken["current"]);
+}
+
+#[test]
 fn inspect_without_a_file_reports_containerds_built_in_defaults() {
     let node = Node::new("inspect-absent");
     let out = inspect(&node, json!({}));
@@ -1101,7 +1072,7 @@ fn state_configure_needs_nvidia_runtime_and_inspect_a_plain_path() {
     let msg = node.fails(json!({"nvidia_runtime": null}));
     assert_eq!(
         msg,
-        "missing required arguments: nvidia_runtime (required with state: configure)"
+        "state is configure but all of the following are missing: nvidia_runtime"
     );
     let msg = node.fails(json!({"state": "inspect", "path": "etc/containerd/config.toml"}));
     assert_eq!(msg, "path must be absolute, got etc/containerd/config.toml");

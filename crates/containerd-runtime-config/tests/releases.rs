@@ -5,27 +5,12 @@
 
 use serde_json::{json, Value};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const MODULE: &str = env!("CARGO_BIN_EXE_containerd_runtime_config");
+mod common;
 
-/// The bin folder of a release ("1.6", "1.7", "2.1"), fetched on first use.
-fn release(version: &str) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/containerd_releases.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(["bin", version])
-        .output()
-        .expect("python3 runs tests/containerd_releases.py");
-    assert!(
-        out.status.success(),
-        "containerd {version} is not available: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use common::{release, Node};
 
 fn containerd(version: &str) -> String {
     release(version)
@@ -45,50 +30,16 @@ fn default_config(version: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-struct Node {
-    root: PathBuf,
-}
-
 impl Node {
     fn new(name: &str) -> Node {
-        let root = std::env::temp_dir().join(format!("crc-rel-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("etc/containerd")).unwrap();
-        fs::create_dir_all(root.join("bin")).unwrap();
-        let runtime = root.join("bin/nvidia-container-runtime");
-        fs::write(&runtime, "#!/bin/sh\nexec runc \"$@\"\n").unwrap();
-        fs::set_permissions(&runtime, fs::Permissions::from_mode(0o755)).unwrap();
-        Node { root }
+        Node::scratch("crc-rel", name)
     }
-    fn config(&self) -> PathBuf {
-        self.root.join("etc/containerd/config.toml")
-    }
-    fn conf_d(&self) -> PathBuf {
-        self.root.join("etc/containerd/conf.d")
-    }
-    fn runtime(&self) -> String {
-        self.root
-            .join("bin/nvidia-container-runtime")
-            .to_string_lossy()
-            .into_owned()
-    }
+    /// The module with `args` over the common defaults, validating with
+    /// containerd `version`.
     fn run(&self, version: &str, args: Value) -> Value {
-        let mut all = json!({
-            "path": self.config(),
-            "drop_in_path": self.conf_d().join("99-nvidia.toml"),
-            "runtime_path": self.runtime(),
-            "nvidia_runtime": true,
-            "containerd_path": containerd(version),
-            "_ansible_diff": true,
-        });
-        for (k, v) in args.as_object().unwrap() {
-            all[k] = v.clone();
-        }
-        let args_file = self.root.join("args.json");
-        fs::write(&args_file, all.to_string()).unwrap();
-        let out = Command::new(MODULE).arg(&args_file).output().unwrap();
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        let mut all = self.args(args);
+        all["containerd_path"] = containerd(version).into();
+        self.run_module(&all, None).0
     }
     fn ok(&self, version: &str, args: Value) -> Value {
         let out = self.run(version, args);
@@ -115,14 +66,6 @@ impl Node {
             .unwrap_or_default();
         names.sort();
         names
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.root);
-        }
     }
 }
 

@@ -96,6 +96,13 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
         );
         facts.insert("gpu_node_enabled".into(), enabled.into());
         facts.insert("gpu_node_mode_source".into(), source.name().into());
+        let check = gpu_mode_check(
+            enabled,
+            source,
+            detection.gpus.len(),
+            opts.local_facts_path.as_deref(),
+        );
+        outcome = outcome.value("gpu_mode_check", check);
     } else if opts.has_nvidia_gpu.is_some() {
         module.warn("has_nvidia_gpu is used only with decide_gpu_mode: true; it is ignored");
     }
@@ -228,6 +235,13 @@ fn keep_local_facts(
     outcome
         .values
         .insert("local_facts_owner".into(), local_facts::OWNER.into());
+    // Before any write: what a reader of the file (ansible_local) sees now.
+    if let FactsFile::Ours { content, .. } = file {
+        let differences = local_facts::differences(content, &detection_facts(facts));
+        outcome
+            .values
+            .insert("local_facts_differences".into(), differences.into());
+    }
     if !opts.local_facts_write {
         return Ok(());
     }
@@ -290,6 +304,53 @@ pub fn decide_gpu_mode(
     }
 }
 
+/// How detection agrees with the decided GPU mode: `{status, msg}`, status
+/// PASS (they agree), FAIL (GPU mode without a GPU: the NVIDIA runtime as
+/// the default, for no GPU) or WARN (a GPU node set up as a CPU node: its
+/// GPUs may be kept for something else on purpose). A mismatch is always
+/// the user's doing (detection alone decides in agreement with itself).
+pub fn gpu_mode_check(
+    enabled: bool,
+    source: ModeSource,
+    gpus: usize,
+    local_facts_path: Option<&Path>,
+) -> Value {
+    let detected = gpus > 0;
+    let counted = format!("{gpus} NVIDIA GPU{}", if gpus == 1 { "" } else { "s" });
+    let (status, msg) = match (enabled, detected) {
+        (true, false) => (
+            "FAIL",
+            "has_nvidia_gpu=true, but no NVIDIA GPU is detected on this node (site.yml makes the \
+             NVIDIA runtime containerd's default there, for no GPU)"
+                .to_string(),
+        ),
+        (false, true) => (
+            "WARN",
+            format!(
+                "has_nvidia_gpu=false although detection finds {counted}: the node is set up as a \
+                 CPU node and its pods get no GPU"
+            ),
+        ),
+        _ => {
+            let node = if enabled { "GPU node" } else { "CPU node" };
+            let found = if detected {
+                format!("{counted} detected")
+            } else {
+                "no NVIDIA GPU detected".to_string()
+            };
+            let set_by = match (source, local_facts_path) {
+                (ModeSource::User, _) => format!(" (has_nvidia_gpu={enabled})"),
+                (ModeSource::LocalFacts, Some(path)) => {
+                    format!(" (has_nvidia_gpu={enabled} in {})", path.display())
+                }
+                _ => String::new(),
+            };
+            ("PASS", format!("{node}: {found}{set_by}"))
+        }
+    };
+    json!({"status": status, "msg": msg})
+}
+
 /// The run says that the facts file is the user's, kept, and what it decides.
 fn users_file_note(path: &Path, file: &FactsFile, variable: Option<bool>) -> String {
     let mut note = format!(
@@ -315,6 +376,32 @@ fn users_file_note(path: &Path, file: &FactsFile, variable: Option<bool>) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_mode_check_passes_agreement_fails_a_forced_mode_and_warns_a_disabled_one() {
+        use ModeSource::*;
+        let facts = Some(Path::new("/etc/ansible/facts.d/gpu.fact"));
+        let table = [
+            (true, Detected, 8, "PASS", "GPU node: 8 NVIDIA GPUs detected"),
+            (false, Detected, 0, "PASS", "CPU node: no NVIDIA GPU detected"),
+            (true, User, 1, "PASS", "GPU node: 1 NVIDIA GPU detected (has_nvidia_gpu=true)"),
+            (false, LocalFacts, 0, "PASS",
+             "CPU node: no NVIDIA GPU detected (has_nvidia_gpu=false in /etc/ansible/facts.d/gpu.fact)"),
+            (true, User, 0, "FAIL",
+             "has_nvidia_gpu=true, but no NVIDIA GPU is detected on this node (site.yml makes the \
+              NVIDIA runtime containerd's default there, for no GPU)"),
+            (false, LocalFacts, 8, "WARN",
+             "has_nvidia_gpu=false although detection finds 8 NVIDIA GPUs: the node is set up as a \
+              CPU node and its pods get no GPU"),
+        ];
+        for (enabled, source, gpus, status, msg) in table {
+            assert_eq!(
+                gpu_mode_check(enabled, source, gpus, facts),
+                json!({"status": status, "msg": msg}),
+                "{enabled} {source:?} {gpus}"
+            );
+        }
+    }
 
     #[test]
     fn the_variable_beats_the_users_facts_file_which_beats_detection() {

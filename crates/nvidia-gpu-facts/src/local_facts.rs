@@ -42,6 +42,8 @@ pub enum FactsFile {
     /// may be the user's script's 0755 it replaced).
     Ours {
         mode: u32,
+        /// What it holds, to compare with the detection.
+        content: Map<String, Value>,
     },
     /// Not executable, neither JSON nor INI: unreadable to Ansible, so
     /// rewritten (with a backup).
@@ -79,7 +81,7 @@ pub fn inspect(path: &Path) -> Result<FactsFile, Failure> {
     let text = std::fs::read(path).map_err(|e| cannot_read(path, &e.to_string()))?;
     if let Ok(Value::Object(content)) = serde_json::from_slice::<Value>(&text) {
         if is_ours(&content) {
-            return Ok(FactsFile::Ours { mode });
+            return Ok(FactsFile::Ours { mode, content });
         }
         if mode & 0o111 == 0 {
             return users_file(path, false, &content);
@@ -230,7 +232,7 @@ pub fn write(
         ))
     };
     let mode_fixed = match current {
-        FactsFile::Ours { mode } | FactsFile::Unreadable { mode } if *mode != MODE => {
+        FactsFile::Ours { mode, .. } | FactsFile::Unreadable { mode } if *mode != MODE => {
             if !check_mode {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE))
                     .map_err(failure)?;
@@ -252,10 +254,78 @@ pub fn write(
     Ok(outcome)
 }
 
+/// How a file of ours differs from what it would hold now (`detection`
+/// and our marker), one phrase per fact, sorted by name: a fact a newer
+/// release adds counts, and so does one the file holds that is no longer
+/// written. Values too long for a phrase (lists, objects) only "differ".
+pub fn differences(file: &Map<String, Value>, detection: &Map<String, Value>) -> Vec<String> {
+    let mut now = detection.clone();
+    now.insert(OWNER_KEY.into(), OWNER.into());
+    let names: std::collections::BTreeSet<&String> = file.keys().chain(now.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| file.get(*name) != now.get(*name))
+        .map(|name| match (file.get(name), now.get(name)) {
+            (was, is) if was.is_none_or(is_scalar) && is.is_none_or(is_scalar) => {
+                format!("{name}: {} in the file, {} now", shown(was), shown(is))
+            }
+            _ => format!("{name} differs"),
+        })
+        .collect()
+}
+
+fn is_scalar(value: &Value) -> bool {
+    !value.is_array() && !value.is_object()
+}
+
+fn shown(value: Option<&Value>) -> String {
+    value.map_or_else(|| "missing".to_string(), Value::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn differences_name_each_fact_the_file_has_wrong() {
+        let detection = json!({"nvidia_gpu_count": 8, "nvidia_gpus": [1, 2],
+                               "nvidia_container_runtime_path": null, "new_fact": true});
+        let table = [
+            (
+                json!({"nvidia_gpu_count": 8, "nvidia_gpus": [1, 2], "nvidia_container_runtime_path": null,
+                    "new_fact": true, "written_by": "nvidia_gpu_facts"}),
+                vec![],
+            ),
+            (
+                json!({"nvidia_gpu_count": 4, "nvidia_gpus": [1], "nvidia_container_runtime_path": "/usr/bin/x",
+                    "new_fact": true, "written_by": "nvidia_gpu_facts"}),
+                vec![
+                    "nvidia_container_runtime_path: \"/usr/bin/x\" in the file, null now",
+                    "nvidia_gpu_count: 4 in the file, 8 now",
+                    "nvidia_gpus differs",
+                ],
+            ),
+            // An earlier release's file: no marker, no fact it did not know,
+            // one it no longer writes.
+            (
+                json!({"nvidia_gpu_count": 8, "nvidia_gpus": [1, 2], "nvidia_container_runtime_path": null,
+                    "old_fact": 1}),
+                vec![
+                    "new_fact: missing in the file, true now",
+                    "old_fact: 1 in the file, missing now",
+                    "written_by: missing in the file, \"nvidia_gpu_facts\" now",
+                ],
+            ),
+        ];
+        for (file, expected) in table {
+            assert_eq!(
+                differences(file.as_object().unwrap(), detection.as_object().unwrap()),
+                expected,
+                "{file}"
+            );
+        }
+    }
 
     #[test]
     fn ansible_booleans_are_read_as_ansible_reads_them() {

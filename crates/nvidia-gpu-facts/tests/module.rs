@@ -527,3 +527,37 @@ fn a_facts_file_ansible_cannot_read_is_replaced_and_kept_as_a_backup() {
         "{ not json\n"
     );
 }
+
+/// A write killed between staging and rename (SIGKILL, a dropped SSH
+/// session) leaves `.gpu.fact.<pid>[.<unique>].tmp`; the next real run
+/// removes it, whether the file changes or not; check mode leaves it.
+#[test]
+fn a_killed_writes_temporary_is_removed_by_the_next_run() {
+    let dir = scratch("killed-write").join("facts.d");
+    let path = dir.join("gpu.fact");
+    // No process has a pid this high (pid_max is at most 2^22): as a dead run's.
+    let older = dir.join(".gpu.fact.999999999.tmp");
+    let newer = dir.join(".gpu.fact.999999998.00000000deadbeef.tmp");
+    write_file(&older, "{\"nvidia_gpu_pres", 0o600);
+    write_file(&newer, "{\"nvidia_gpu_pres", 0o600);
+    let args = json!({"root": h200_root(), "local_facts_path": path, "_ansible_check_mode": true});
+    run("killed-write-check", args);
+    assert!(
+        older.exists() && newer.exists(),
+        "check mode removes nothing"
+    );
+    let args = json!({"root": h200_root(), "local_facts_path": path});
+    let (_, first) = run("killed-write", args.clone());
+    assert_eq!(first["changed"], json!(true), "{first:#}");
+    assert!(!older.exists() && !newer.exists());
+    // An unchanged file: the cleanup still runs.
+    write_file(&older, "{", 0o600);
+    let (_, second) = run("killed-write-again", args);
+    assert_eq!(second["changed"], json!(false), "{second:#}");
+    assert!(!older.exists());
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["gpu.fact".to_string()]);
+}

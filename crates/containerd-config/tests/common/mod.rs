@@ -4,22 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// containerd 1.6.20 from Debian's archive, fetched and cached by
-/// `tests/containerd_releases.py` (the tests never use the machine's own):
-/// these tests exist to prove that containerd accepts what we write.
+mod release;
+
+/// containerd 1.6.20 from Debian's archive: these tests exist to prove that
+/// containerd accepts what we write.
 pub fn containerd() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/containerd_releases.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(["bin", "1.6"])
-        .output()
-        .expect("python3 runs tests/containerd_releases.py");
-    assert!(
-        out.status.success(),
-        "containerd 1.6 is not available: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("containerd")
+    release::release_script(&["bin", "1.6"]).join("containerd")
 }
 
 /// `containerd --config FILE config dump` of `text` (written to a scratch
