@@ -71,7 +71,7 @@ EXTRA_VARS = {"install_os_packages": False, "containerd_install": False}
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 PLAYBOOK_TIMEOUT = 900
 DEFAULT_NODES = "1 4 16 32 64 128"
-DEFAULT_REPEATS = 5
+DEFAULT_REPEATS = 3
 TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
