@@ -117,6 +117,13 @@ class Run:
         assert found, f"no result of a task named like {task!r} on {host}\n{self.output}"
         return found[-1]
 
+    def ran(self, host: str, task: str) -> bool:
+        """Whether the task named `task` (with or without its "role : "
+        prefix) ran on `host`: skipped, or not reached at all (site.yml runs a
+        step only on the nodes that need it), is False."""
+        return any(r["status"] != "skipped" for r in self.host_results(host)
+                   if r["task"] == task or r["task"].endswith(f" : {task}"))
+
     def changed_tasks(self, host: str) -> list[str]:
         return [r["task"] for r in self.host_results(host) if r["changed"]]
 

@@ -101,7 +101,8 @@ def test_a_node_pays_only_for_the_steps_it_needs(converged, site):
     the controller as much as a run one (bench/results.md)."""
     user, _, _ = converged
     run = user.playbook(site, "-e", '{"install_os_packages": false, "containerd_install": false}').expect_ok()
-    tasks = {h: [r["task"] for r in run.host_results(h)] for h in HOSTS}
+    # dict.fromkeys: the plan's loop records a result per node besides its own.
+    tasks = {h: list(dict.fromkeys(r["task"] for r in run.host_results(h))) for h in HOSTS}
     assert tasks == {
         "worker1": [CHECK_VARIABLES_TASK, DETECT, PLAN_TASK, DISPLAY_TASK, CONFIG_TASK],
         "worker2": [DETECT, CDI_TASK, DISPLAY_TASK, CONFIG_TASK],
