@@ -58,8 +58,8 @@ test-ansible:
 demo: deps build
 	$(PYTHON) tests/demo.py
 
-## bench: site.yml against the guide's way (bench/baseline) on 1 to 32 sandbox nodes, module run times, bytes sent;
-## writes bench/results.md and bench/results.svg (a quicker run, e.g. BENCH_NODES="1 4" BENCH_REPEATS=3: bench/out/)
+## bench: site.yml against the guide's way (bench/baseline) on 1 to 128 sandbox nodes (controller CPU, wall, the remote-nodes model), module run times, bytes sent;
+## writes bench/results.md and bench/results.svg (a quicker run, e.g. BENCH_NODES="16" BENCH_REPEATS=2: bench/out/)
 BENCH_NODES   ?= 1 4 16 32 64 128
 BENCH_REPEATS ?= 3
 BENCH_SIDES   ?= ours,baseline

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """`make bench`: site.yml (our Rust modules) against the guide's way
 of doing the same work (bench/baseline/site.yml: lspci in a shell task,
-set_fact, Ansible's template module), on 1 to 32 sandbox nodes, plus the
+set_fact, Ansible's template module), on 1 to 128 sandbox nodes, plus the
 module-level figures (time and peak memory of one module run, binary sizes)
 and the bytes a run sends to a node. Writes bench/results.md (between its
 generated-section markers) and bench/results.svg; raw data and every
 Ansible log go to bench/out/.
 
-    .venv/bin/python bench/run.py                       # 1 4 16 32 nodes, 5 repeats
+    .venv/bin/python bench/run.py                       # 1 4 16 32 64 128 nodes, 3 repeats
     .venv/bin/python bench/run.py --nodes "1 4" --repeats 3   # quicker: bench/out/results.md
     .venv/bin/python bench/run.py --tree before=/tmp/old --sides ours,baseline,before   # another copy
 
