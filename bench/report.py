@@ -154,7 +154,7 @@ def section_goals(data) -> str:
                              f"{mine / base:.2f}x, goal at most {goal}x: {verdict(mine / base <= goal)}.")
         tasks = med(data, n, "ours", "second", per_node)
         if tasks == tasks:
-            lines.append(f"- host-tasks per node, second run, {n} nodes: {tasks:.2f} (the play's one argument check "
+            lines.append(f"- host-tasks per node, second run, {n} nodes: {tasks:.2f} (the play's variable check and plan "
                          f"counted too), goal at most 5: {verdict(tasks <= 5)}.")
         mine, base = med(data, n, "ours", "second", "wall"), med(data, n, "baseline", "second", "wall")
         if mine == mine and base == base:
@@ -251,8 +251,9 @@ def section_cpu(data) -> str:
     return ("Where the CPU went (medians, CPU seconds): the controller (ansible-playbook, its workers and the ssh "
             "clients it waited for), the nodes (each node's sshd and everything it ran: shells, Python, our "
             "binaries), the ssh ControlPersist masters, and other work on this machine meanwhile (not ours; "
-            "the bench waits for a quiet machine before each run, and runs a pair again when other work took "
-            "more than 10% of the CPUs during it). Host-tasks: task results of the run, one per node and task, "
+            "the bench waits a while for a quiet machine before each run and, unless told not to "
+            "(`--noise-retries 0`, as `make bench` does), runs a pair again when other work took more than 10% of "
+            "the CPUs during it). Host-tasks: task results of the run, one per node and task, "
             "skipped ones included: Ansible's controller pays each one.\n\n"
             + table(["nodes", "side", "run", "wall", "controller", "of which main process", "nodes", "ssh masters",
                      "other", "host-tasks", "per node", "controller ms per host-task", "noisy runs redone"], rows,
