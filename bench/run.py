@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """`make bench`: site.yml (our Rust modules) against the guide's way
 of doing the same work (bench/baseline/site.yml: lspci in a shell task,
-set_fact, Ansible's template module), on 1 to 32 sandbox nodes, plus the
+set_fact, Ansible's template module), on 1 to 128 sandbox nodes, plus the
 module-level figures (time and peak memory of one module run, binary sizes)
 and the bytes a run sends to a node. Writes bench/results.md (between its
 generated-section markers) and bench/results.svg; raw data and every
 Ansible log go to bench/out/.
 
-    .venv/bin/python bench/run.py                       # 1 4 16 32 nodes, 5 repeats
+    .venv/bin/python bench/run.py                       # 1 4 16 32 64 128 nodes, 3 repeats
     .venv/bin/python bench/run.py --nodes "1 4" --repeats 3   # quicker: bench/out/results.md
     .venv/bin/python bench/run.py --tree before=/tmp/old --sides ours,baseline,before   # another copy
 
@@ -56,6 +56,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(BENCH))
 
+import containerd_releases  # noqa: E402
 import sandbox  # noqa: E402
 import report  # noqa: E402
 
@@ -69,8 +70,8 @@ PROFILE_CYCLE = ["h200", "cpu", "hgx-h100", "consumer"]
 EXTRA_VARS = {"install_os_packages": False, "containerd_install": False}
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 PLAYBOOK_TIMEOUT = 900
-DEFAULT_NODES = "1 4 16 32"
-DEFAULT_REPEATS = 5
+DEFAULT_NODES = "1 4 16 32 64 128"
+DEFAULT_REPEATS = 3
 TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
@@ -82,6 +83,8 @@ class Side:
     name: str
     playbook: Path
     tree: Path = REPO
+    # Settings that differ from ansible.cfg (ANSIBLE_FORKS, ANSIBLE_STRATEGY).
+    env: tuple = ()
 
     @property
     def config(self) -> Path:
@@ -91,7 +94,14 @@ class Side:
 SIDES = {
     "ours": Side("ours", REPO / "site.yml"),
     "baseline": Side("baseline", BENCH / "baseline/site.yml"),
+    # The levers of ansible.cfg, measured on our side (bench/results.md).
+    "ours-free": Side("ours-free", REPO / "site.yml", env=(("ANSIBLE_STRATEGY", "free"),)),
+    "ours-forks8": Side("ours-forks8", REPO / "site.yml", env=(("ANSIBLE_FORKS", "8"),)),
+    "ours-forks128": Side("ours-forks128", REPO / "site.yml", env=(("ANSIBLE_FORKS", "128"),)),
 }
+# A play with no task: what a run costs before any task (start-up, plugins,
+# inventory, the play's set-up, the recap) at each node count.
+EMPTY_PLAY = BENCH / "empty-play.yml"
 # -- the machine ----------------------------------------------------------------
 
 
@@ -153,6 +163,26 @@ def close_ssh_masters(control_dir: Path, timeout: float = 10.0) -> float:
     return cpu
 
 
+def main_process_cpu(p: subprocess.Popen, deadline: float) -> float:
+    """Waits for ansible-playbook, sampling the CPU of its own process (not its
+    workers'): the strategy, the results and the callbacks run there, one
+    core at most whatever the machine. The last sample is at most 20 ms old."""
+    stat = Path(f"/proc/{p.pid}/stat")
+    cpu = 0.0
+    while p.poll() is None:
+        if time.monotonic() > deadline:
+            p.kill()
+            p.wait()
+            raise BenchError(f"ansible-playbook ran past {PLAYBOOK_TIMEOUT}s")
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime of the process itself
+        except (OSError, IndexError, ValueError):
+            pass
+        time.sleep(0.02)
+    return cpu
+
+
 def nodes_cpu_seconds(sb: sandbox.Sandbox, settle: float = 5.0) -> float:
     """CPU seconds the nodes' sshd (with every session it reaped) used so far.
     Waits until each node runs its listener alone: a session's time counts
@@ -193,7 +223,6 @@ def machine() -> dict:
         "python": platform.python_version(),
         "ansible_core": version([str(VENV_BIN / "ansible-playbook"), "--version"], r"core ([0-9.]+)"),
         "openssh": version(["ssh", "-V"], r"(OpenSSH_[^\s,]+)"),
-        "containerd": version(["containerd", "--version"], r"containerd \S+ (\S+)"),
         "forks": cfg.get("defaults", "forks", fallback="5 (Ansible's default)"),
         "pipelining": cfg.get("ssh_connection", "pipelining", fallback="False"),
         "ssh_args": cfg.get("ssh_connection", "ssh_args", fallback=""),
@@ -212,6 +241,7 @@ class Run:
     kind: str  # "first" (fresh nodes) or "second" (nothing to change)
     wall: float
     controller_cpu: float  # ansible-playbook and the processes it waited for
+    controller_main_cpu: float  # ansible-playbook's own process alone: the part no core count spreads
     nodes_cpu: float  # every node's sshd and what it ran
     ssh_masters_cpu: float  # the ControlPersist masters
     machine_cpu: float  # all CPUs of the machine, busy seconds
@@ -260,11 +290,13 @@ class Runner:
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
             "BENCH_TIMER_PATH": str(timer),
         })
+        env.update(dict(side.env))
         env.update(extra or {})
         return env
 
     def playbook(self, side: Side, kind: str, repeat: int, fact_cache: Path,
-                 inventory: Path | None = None, env_extra: dict | None = None, quiet: bool = True) -> Run:
+                 inventory: Path | None = None, env_extra: dict | None = None, quiet: bool = True,
+                 every_host: bool = True) -> Run:
         n = len(self.sb.nodes)
         tag = f"n{n}-r{repeat}-{side.name}-{kind}"
         log = self.out / "logs" / f"{tag}.log"
@@ -284,8 +316,8 @@ class Runner:
             with open(log, "w") as f:
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
-                p = subprocess.run(cmd, cwd=side.tree, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                   timeout=PLAYBOOK_TIMEOUT)
+                p = subprocess.Popen(cmd, cwd=side.tree, env=env, stdout=f, stderr=subprocess.STDOUT)
+                main_cpu = main_process_cpu(p, started + PLAYBOOK_TIMEOUT)
             wall = time.monotonic() - started
             busy1, _ = cpu_busy_ticks()
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -298,13 +330,14 @@ class Runner:
             raise BenchError(f"{tag}: ansible-playbook failed (rc={p.returncode}); see {log}")
         timing = json.loads(timer.read_text())
         changed = {h: s.get("changed", 0) for h, s in timing["hosts"].items()}
-        if len(changed) != n:
+        if every_host and len(changed) != n:
             raise BenchError(f"{tag}: {len(changed)} hosts in the recap, {n} expected; see {log}")
         if kind == "second" and any(changed.values()):
             raise BenchError(f"{tag}: the second run changed something ({changed}); see {log}")
         return Run(
             n=n, repeat=repeat, side=side.name, kind=kind, wall=round(wall, 4),
             controller_cpu=round((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime), 4),
+            controller_main_cpu=round(main_cpu, 4),
             nodes_cpu=round(nodes1 - nodes0, 4), ssh_masters_cpu=round(masters, 4),
             machine_cpu=round((busy1 - busy0) / TICKS, 4), quiet_wait=round(waited, 2),
             changed=changed, tasks=timing["tasks"], log=str(log),
@@ -374,13 +407,16 @@ def run_pair(sb: sandbox.Sandbox, runner: "Runner", side: Side, r: int, out: Pat
 def bench_node_count(n: int, sides: list[Side], args, out: Path, data: dict):
     """Every repeat of every side on one cluster of n nodes."""
     sb = sandbox.Sandbox(profiles_for(n), out / f"sandbox-{n}")
+    data["machine"]["containerd_nodes"] = sorted(
+        set(data["machine"].get("containerd_nodes", []))
+        | {containerd_releases.release_version(x.containerd) for x in sb.profiles if x.containerd})
     try:
         started = time.monotonic()
         sb.up()
         print(f"== {n} node(s) up in {time.monotonic() - started:.1f}s: {', '.join(profiles_for(n))}", flush=True)
         runner = Runner(sb, out, args)
         configs = {}
-        for r in range(args.repeats):
+        for r in range(args.repeats if n < 64 else min(args.repeats, args.large_repeats)):
             order = sides if r % 2 == 0 else list(reversed(sides))
             for side in order:
                 for attempt in range(args.noise_retries + 1):
@@ -398,6 +434,12 @@ def bench_node_count(n: int, sides: list[Side], args, out: Path, data: dict):
                     data["runs"].append(x.to_json() | {"attempts": attempt + 1})
                 if r == 0:
                     configs[side.name] = pair[0].configs
+            # The fixed cost: a play with no task, with ours' fact cache of this repeat.
+            empty = runner.playbook(Side("empty", EMPTY_PLAY), "second", r, out / "facts" / f"n{n}-r{r}-ours",
+                                    every_host=False)
+            print(f"   n={n:<2} repeat {r + 1}/{args.repeats} empty play {empty.wall:6.2f}s "
+                  f"(controller {empty.controller_cpu:5.2f} cpu-s)", flush=True)
+            data["runs"].append(empty.to_json() | {"attempts": 1})
         if "ours" in configs:
             for name, cfgs in configs.items():
                 if name != "ours":
@@ -619,6 +661,11 @@ def main(argv=None) -> int:
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
                         help="one more side: site.yml (playbooks/site.yml before it moved) of another copy of the project (another commit, "
                              "a change being tried), named NAME in --sides; repeatable")
+    parser.add_argument("--env", action="append", default=[], metavar="SIDE:NAME=VALUE",
+                        help="an environment variable for one side's runs (ANSIBLE_STRATEGY=free, a PYTHONPATH); "
+                             "repeatable")
+    parser.add_argument("--large-repeats", type=int, default=2,
+                        help="runs of each side at 64 nodes and more (a run at 128 nodes takes a minute)")
     parser.add_argument("--out", default=str(BENCH / "out"), help="raw data and Ansible logs")
     parser.add_argument("--results", default=None,
                         help="the report whose generated section is rewritten (default: bench/results.md for a "
@@ -672,6 +719,10 @@ def main(argv=None) -> int:
     }
     try:
         sides = [trees.get(s) or SIDES[s] for s in side_names]
+        for spec in args.env:
+            name, _, pair = spec.partition(":")
+            key, _, value = pair.partition("=")
+            sides = [dataclasses.replace(x, env=x.env + ((key, value),)) if x.name == name else x for x in sides]
         ensure_tools()
         if not args.skip_modules:
             bench_modules(out, args.module_runs, data)

@@ -24,6 +24,17 @@ VENVS = REPO / ".venvs"
 CALLBACKS = Path(__file__).resolve().parent / "callback_plugins"
 PLAYBOOK_TIMEOUT = 600
 
+# The task names the e2e tests look results up by, in one place: a task
+# renamed in a role is renamed here, not in every test that reads it.
+DETECT_TASK = "install_os_package : Detect the node's NVIDIA GPUs, decide whether it is a GPU node, check its OS"
+CHECK_VARIABLES_TASK = ("install_os_package : Validating arguments against the argument specs of site.yml's roles, "
+                        "for every node at once")
+PLAN_TASK = "install_os_package : Group the nodes by the steps of site.yml they need"
+DRIVER_TASK_INCLUDE = "install_os_package : Install the NVIDIA driver on a GPU node"
+DISPLAY_TASK = "install_containerd : Display containerd configuration mode"
+CONFIG_TASK = "install_containerd : Write containerd's configuration"
+CDI_TASK = "install_containerd : Write the CDI spec of the node's GPUs"
+
 
 @dataclasses.dataclass(frozen=True)
 class Controller:
@@ -105,6 +116,13 @@ class Run:
             assert len(names) <= 1, f"{task!r} names several tasks on {host}: {names}"
         assert found, f"no result of a task named like {task!r} on {host}\n{self.output}"
         return found[-1]
+
+    def ran(self, host: str, task: str) -> bool:
+        """Whether the task named `task` (with or without its "role : "
+        prefix) ran on `host`: skipped, or not reached at all (site.yml runs a
+        step only on the nodes that need it), is False."""
+        return any(r["status"] != "skipped" for r in self.host_results(host)
+                   if r["task"] == task or r["task"].endswith(f" : {task}"))
 
     def changed_tasks(self, host: str) -> list[str]:
         return [r["task"] for r in self.host_results(host) if r["changed"]]

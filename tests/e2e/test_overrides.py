@@ -3,6 +3,7 @@ when the fact cache holds an earlier run's detection and decision; without
 it, detection decides again."""
 import pytest
 
+from ansible_run import CHECK_VARIABLES_TASK, DETECT_TASK
 from sandbox import PROFILES as ALL_PROFILES
 
 # worker1: no GPU visible, but the NVIDIA container toolkit installed (a node
@@ -27,7 +28,7 @@ def run_decisions(run):
     """The decision each host's play made, from the detection's result."""
     out = {}
     for host in ("worker1", "worker2"):
-        facts = run.result(host, "install_os_package : Detect the node's NVIDIA GPUs, decide whether it is a GPU node, check its OS")["result"]["ansible_facts"]
+        facts = run.result(host, DETECT_TASK)["result"]["ansible_facts"]
         out[host] = (facts["gpu_node_enabled"], facts["gpu_node_mode_source"])
     return out
 
@@ -113,3 +114,21 @@ def test_tagged_run_without_any_detection_detects_the_node_itself(sb, site, ansi
     ran = [r["host"] for r in run.results if r["action"] == "nvidia_gpu_facts" and r["status"] != "skipped"]
     assert sorted(ran) == sorted(DETECTED), "each node detected once"
     assert run_decisions(run) == {h: (d, "detected") for h, d in DETECTED.items()}
+
+
+def test_each_nodes_variables_are_checked_and_a_bad_one_stops_every_node_first(sb, site, ansible_factory, tmp_path):
+    """site.yml checks the variables of every node in one task: a good value
+    of its own on worker1 passes, a bad one in worker2's host_vars stops the
+    play before anything is written on any node, naming the node and the
+    variable."""
+    inventory = inventory_with(sb, tmp_path, host_line_vars={"worker1": "has_nvidia_gpu=true"}, files={
+        "host_vars/worker2.yml": "containerd_config_mode: everything\ninstall_gpu_driver: perhaps\n"})
+    sb.reset()
+    before = {n.name: n.upper_hash() for n in sb.nodes}
+    run = ansible_factory(inventory).playbook(site).expect_failed()
+    assert [(r["task"], r["status"]) for r in run.results] == [(CHECK_VARIABLES_TASK, "failed")], run.output
+    msg = run.results[0]["result"]["msg"]
+    assert "containerd_config_mode must be one of: template, merge, drop_in, got: everything found in worker2" in msg, msg
+    assert "'install_gpu_driver' is of type str found in 'worker2'" in msg, msg
+    assert "worker1" not in msg, msg
+    assert {n.name: n.upper_hash() for n in sb.nodes} == before, "nothing was written on any node"

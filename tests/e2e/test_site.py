@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_run import Ansible
+from ansible_run import CDI_TASK, CHECK_VARIABLES_TASK, CONFIG_TASK, DETECT_TASK, DISPLAY_TASK, PLAN_TASK, Ansible
 
 PROFILES = ["cpu", "h200", "hgx-h100", "consumer"]
 FACTS_FILE = "/etc/ansible/facts.d/gpu.fact"
@@ -22,8 +22,7 @@ EXPECTED = {
                     names=["TU102 [GeForce RTX 2080 Ti Rev. A]"]),
 }
 HOSTS = sorted(EXPECTED)
-DETECT_TASK = "Detect the node's NVIDIA GPUs, decide whether it is a GPU node, check its OS"
-DETECT = f"install_os_package : {DETECT_TASK}"
+DETECT = DETECT_TASK
 
 
 def role_changes(run, host, role="install_os_package"):
@@ -92,6 +91,27 @@ def test_second_run_changes_nothing(converged):
     for host in HOSTS:
         assert second.stats[host]["changed"] == 0, f"{host} changed: {second.changed_tasks(host)}\n{second.output}"
         assert second.stats[host]["failures"] == 0
+
+
+def test_a_node_pays_only_for_the_steps_it_needs(converged, site):
+    """Nothing to install (the bench's variables): after the play's one
+    variable check and plan (on the first node), a CPU node and a GPU node
+    without a driver get detection, the guide's message and the config; a
+    GPU node with a driver gets its CDI spec too. No skipped task: each costs
+    the controller as much as a run one (bench/results.md)."""
+    user, _, _ = converged
+    run = user.playbook(site, "-e", '{"install_os_packages": false, "containerd_install": false}').expect_ok()
+    # dict.fromkeys: the plan's loop records a result per node besides its own.
+    tasks = {h: list(dict.fromkeys(r["task"] for r in run.host_results(h))) for h in HOSTS}
+    assert tasks == {
+        "worker1": [CHECK_VARIABLES_TASK, DETECT, PLAN_TASK, DISPLAY_TASK, CONFIG_TASK],
+        "worker2": [DETECT, CDI_TASK, DISPLAY_TASK, CONFIG_TASK],
+        "worker3": [DETECT, CDI_TASK, DISPLAY_TASK, CONFIG_TASK],
+        "worker4": [DETECT, DISPLAY_TASK, CONFIG_TASK],  # nouveau: no driver loaded, no CDI spec
+    }, run.output
+    assert run.result("worker4", DISPLAY_TASK)["result"]["msg"] == \
+        "Configuring containerd with NVIDIA GPU runtime (detected: 1 NVIDIA GPU(s))"
+    assert sum(s["changed"] for s in run.stats.values()) == 0
 
 
 def test_adhoc_setup_shows_the_local_facts_file(converged):
@@ -163,7 +183,7 @@ def test_changed_hardware_is_seen_on_the_next_run_of_that_node_only(sb, site, an
     assert sb.node("worker3").path("/sys/module/nvidia/version").read_text() == "570.124.06\n"
     run = user.playbook(site).expect_ok()
     assert role_changes(run, "worker2") == [DETECT]
-    assert run.result("worker2", "Write the CDI spec of the node's GPUs")["changed"]
+    assert run.result("worker2", CDI_TASK)["changed"]
     for host in ("worker1", "worker3", "worker4"):
         assert run.stats[host]["changed"] == 0, host
     assert user.cached_facts("worker2")["nvidia_driver_version"] == "580.200.01"
