@@ -11,6 +11,7 @@
 //! user's (the Korean guide's `gpu.fact`), else detection.
 
 pub mod local_facts;
+pub mod site_plan;
 
 use local_facts::FactsFile;
 
@@ -31,6 +32,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::bool("decide_gpu_mode").default_bool(false),
         Arg::bool("has_nvidia_gpu"),
         Arg::list("supported_os_families"),
+        Arg::dict("site_plan"),
     ],
     ..ModuleSpec::BASE
 };
@@ -54,6 +56,9 @@ pub struct Options {
     pub has_nvidia_gpu: Option<bool>,
     /// Fail, writing nothing, on a node whose OS family is none of these.
     pub supported_os_families: Option<Vec<String>>,
+    /// site.yml's variables that decide its optional plays: with
+    /// decide_gpu_mode, `site_groups` says which of them this node needs.
+    pub site_plan: Option<site_plan::SitePlanVars>,
 }
 
 /// Detects, writes the local facts file when asked, and returns the facts.
@@ -103,8 +108,12 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
             opts.local_facts_path.as_deref(),
         );
         outcome = outcome.value("gpu_mode_check", check);
-    } else if opts.has_nvidia_gpu.is_some() {
-        module.warn("has_nvidia_gpu is used only with decide_gpu_mode: true; it is ignored");
+        if let Some(vars) = opts.site_plan {
+            let loaded = facts["nvidia_driver_loaded"].as_bool().unwrap_or(false);
+            outcome = outcome.value("site_groups", site_plan::site_groups(vars, enabled, loaded));
+        }
+    } else if opts.has_nvidia_gpu.is_some() || opts.site_plan.is_some() {
+        module.warn("has_nvidia_gpu and site_plan are used only with decide_gpu_mode: true; they are ignored");
     }
     outcome.facts = facts;
     Ok(outcome)

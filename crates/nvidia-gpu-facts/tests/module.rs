@@ -153,7 +153,7 @@ fn unknown_option_is_refused_like_ansible_does() {
     assert_eq!(code, 1);
     assert_eq!(
         r["msg"],
-        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: decide_gpu_mode, has_nvidia_gpu, local_facts_path, local_facts_write, root, supported_os_families.")
+        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: decide_gpu_mode, has_nvidia_gpu, local_facts_path, local_facts_write, root, site_plan, supported_os_families.")
     );
 }
 
