@@ -50,16 +50,54 @@ mod tests {
 
     #[test]
     fn each_variable_and_the_gpu_mode_put_a_node_in_its_groups() {
-        let cdi = SitePlanVars { containerd_cdi_spec: true, ..NONE };
-        let driver = SitePlanVars { install_gpu_driver: true, ..cdi };
+        let cdi = SitePlanVars {
+            containerd_cdi_spec: true,
+            ..NONE
+        };
+        let driver = SitePlanVars {
+            install_gpu_driver: true,
+            ..cdi
+        };
         // (vars, GPU node, driver loaded, groups)
         let table: &[(SitePlanVars, bool, bool, &[&str])] = &[
             (NONE, true, true, &[]),
-            (SitePlanVars { install_os_packages: true, ..NONE }, false, false, &["site_install"]),
-            (SitePlanVars { containerd_install: true, ..NONE }, false, false, &["site_install"]),
+            (
+                SitePlanVars {
+                    install_os_packages: true,
+                    ..NONE
+                },
+                false,
+                false,
+                &["site_install"],
+            ),
+            (
+                SitePlanVars {
+                    containerd_install: true,
+                    ..NONE
+                },
+                false,
+                false,
+                &["site_install"],
+            ),
             // The driver is installed on GPU nodes only.
-            (SitePlanVars { install_gpu_driver: true, ..NONE }, false, false, &[]),
-            (SitePlanVars { install_gpu_driver: true, ..NONE }, true, false, &["site_install"]),
+            (
+                SitePlanVars {
+                    install_gpu_driver: true,
+                    ..NONE
+                },
+                false,
+                false,
+                &[],
+            ),
+            (
+                SitePlanVars {
+                    install_gpu_driver: true,
+                    ..NONE
+                },
+                true,
+                false,
+                &["site_install"],
+            ),
             // The CDI spec lists a running driver's files: none, no spec ...
             (cdi, true, false, &[]),
             (cdi, true, true, &["site_cdi"]),
@@ -70,7 +108,11 @@ mod tests {
             (driver, false, true, &[]),
         ];
         for (vars, gpu, loaded, want) in table {
-            assert_eq!(site_groups(*vars, *gpu, *loaded), *want, "{vars:?} gpu={gpu} loaded={loaded}");
+            assert_eq!(
+                site_groups(*vars, *gpu, *loaded),
+                *want,
+                "{vars:?} gpu={gpu} loaded={loaded}"
+            );
         }
     }
 }
