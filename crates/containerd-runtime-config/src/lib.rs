@@ -468,7 +468,10 @@ fn report(opts: &Options, decided: &Decided, done: Done, check_mode: bool) -> Ou
                 .as_ref()
                 .map_or(Value::Null, |v| v.text.clone().into()),
         )
-        .value("current", done.current.to_json());
+        .value("current", done.current.to_json())
+        // The guide's name for "this node's containerd has the NVIDIA
+        // runtime": set where that is decided and written, in the same task.
+        .fact("nvidia_runtime_enabled", wanted.nvidia_runtime);
     if opts.mode == Mode::DropIn {
         outcome = outcome
             .value(

@@ -427,7 +427,6 @@ fn already_installed(req: &Request, installed: Option<&Installed>, note: Option<
     Outcome::new(false)
         .msg(msg)
         .fact("nvidia_driver_version", installed.version.clone())
-        .fact("nvidia_runtime_enabled", true)
         .value("installed_version_before", installed.version.clone())
         .value("version", req.version.as_str())
         .value(
@@ -837,8 +836,7 @@ fn run_installer(
                 "installed NVIDIA driver {} ({module_type} kernel modules{dkms})",
                 req.version
             ))
-            .fact("nvidia_driver_version", req.version.as_str())
-            .fact("nvidia_runtime_enabled", true),
+            .fact("nvidia_driver_version", req.version.as_str()),
         values,
     ))
 }

@@ -313,7 +313,7 @@ fn installs_the_driver_and_sets_the_facts() {
     assert_eq!(r["changed"], true);
     assert_eq!(
         r["ansible_facts"],
-        json!({"nvidia_driver_version": "580.95.05", "nvidia_runtime_enabled": true})
+        json!({"nvidia_driver_version": "580.95.05"})
     );
     assert_eq!(r["installed_version_before"], Value::Null);
     assert_eq!(r["reboot_required"], false);
@@ -501,7 +501,7 @@ fn the_installed_version_changes_nothing_and_runs_nothing() {
     assert_eq!(r["kernel_module_type"], "open");
     assert_eq!(
         r["ansible_facts"],
-        json!({"nvidia_driver_version": "580.159.04", "nvidia_runtime_enabled": true})
+        json!({"nvidia_driver_version": "580.159.04"})
     );
     assert_eq!(
         msg(&r),
