@@ -11,6 +11,7 @@
 //! user's (the Korean guide's `gpu.fact`), else detection.
 
 pub mod local_facts;
+pub mod verdicts;
 
 use local_facts::FactsFile;
 
@@ -31,6 +32,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::bool("decide_gpu_mode").default_bool(false),
         Arg::bool("has_nvidia_gpu"),
         Arg::list("supported_os_families"),
+        Arg::dict("verdicts"),
     ],
     ..ModuleSpec::BASE
 };
@@ -54,6 +56,9 @@ pub struct Options {
     pub has_nvidia_gpu: Option<bool>,
     /// Fail, writing nothing, on a node whose OS family is none of these.
     pub supported_os_families: Option<Vec<String>>,
+    /// verify.yml's nvidia-smi and container checks: the commands' registered
+    /// results, judged against this run's detection (returned as `verdicts`).
+    pub verdicts: Option<verdicts::Request>,
 }
 
 /// Detects, writes the local facts file when asked, and returns the facts.
@@ -106,8 +111,26 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     } else if opts.has_nvidia_gpu.is_some() {
         module.warn("has_nvidia_gpu is used only with decide_gpu_mode: true; it is ignored");
     }
+    if let Some(request) = &opts.verdicts {
+        outcome = outcome.value("verdicts", judge(request, &detection, module.check_mode()));
+    }
     outcome.facts = facts;
     Ok(outcome)
+}
+
+/// verify.yml's nvidia-smi and container verdicts, against `detection`.
+fn judge(request: &verdicts::Request, detection: &Detection, check_mode: bool) -> Vec<Value> {
+    let detected = verdicts::Detected {
+        driver_loaded: detection.driver.loaded,
+        driver_version: detection.driver.version.as_deref(),
+        nouveau_loaded: detection.nouveau_loaded,
+        gpu_addresses: detection
+            .gpus
+            .iter()
+            .map(|g| g.pci.address.clone())
+            .collect(),
+    };
+    verdicts::judge(request, &detected, check_mode)
 }
 
 /// The node's OS family must be one of `families`; the message is the one
