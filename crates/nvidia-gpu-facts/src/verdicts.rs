@@ -83,8 +83,23 @@ pub struct ContainerRequest {
     pub images: Command,
     #[serde(default)]
     pub pull: Command,
+    /// The container run: the role runs one of the two, as
+    /// [`container_client`] picks.
     #[serde(default)]
-    pub run: Command,
+    pub run_nerdctl: Command,
+    #[serde(default)]
+    pub run_ctr: Command,
+}
+
+impl ContainerRequest {
+    /// The run of the picked client.
+    fn run(&self, client: &str) -> &Command {
+        if client == "nerdctl" {
+            &self.run_nerdctl
+        } else {
+            &self.run_ctr
+        }
+    }
 }
 
 /// What detection says about the node, from this run of the module.
@@ -260,14 +275,15 @@ pub fn container(req: &Request, d: &Detected, check_mode: bool) -> Value {
     let ns = &c.namespace;
     let count = d.gpu_addresses.len();
     let (client, nerdctl_path) = container_client(c);
-    let seen = c.run.stdout_lines.iter().filter(|l| is_gpu_line(l)).count();
-    let ran = c.run.rc.is_some();
+    let run = c.run(client);
+    let seen = run.stdout_lines.iter().filter(|l| is_gpu_line(l)).count();
+    let ran = run.rc.is_some();
     let pulled = c.pull.rc.is_some();
     let images_rc = c.images.rc.unwrap_or(0);
     let check_mode_skip = !ran && !pulled && check_mode && c.images.rc == Some(0) && c.pull_missing;
     let status = if check_mode_skip {
         "SKIP"
-    } else if ran && c.run.rc == Some(0) && seen == count {
+    } else if ran && run.rc == Some(0) && seen == count {
         "PASS"
     } else {
         "FAIL"
@@ -309,14 +325,14 @@ pub fn container(req: &Request, d: &Detected, check_mode: bool) -> Value {
             c.pull.line(true),
             c.registry_config_path
         )
-    } else if c.run.rc != Some(0) {
-        let rc = c.run.rc.unwrap_or(0);
+    } else if run.rc != Some(0) {
+        let rc = run.rc.unwrap_or(0);
         format!(
             "the GPU container ({client} run) failed (exit {rc}{}: {}): look at the NVIDIA runtime's log \
              (/var/log/nvidia-container-runtime.log) and run the command by hand: {}",
             if rc == 124 { ", timed out" } else { "" },
-            c.run.line(true),
-            c.run.argv().join(" ")
+            run.line(true),
+            run.argv().join(" ")
         )
     } else if seen != count {
         format!(
@@ -329,7 +345,7 @@ pub fn container(req: &Request, d: &Detected, check_mode: bool) -> Value {
              GPU(s)"
         )
     } else {
-        let argv = c.run.argv();
+        let argv = run.argv();
         let runtime = argv
             .iter()
             .position(|a| a == "--runc-binary")
@@ -386,7 +402,8 @@ mod tests {
             nvidia_runtime_usable: true,
             images: cmd(Some(0), &[], &[], &[]),
             pull: Command::default(),
-            run: Command::default(),
+            run_nerdctl: Command::default(),
+            run_ctr: Command::default(),
         }
     }
 
@@ -634,7 +651,11 @@ mod tests {
             c.client = client.into();
             c.images = images;
             c.pull = pull;
-            c.run = run;
+            if container_client(&c).0 == "nerdctl" {
+                c.run_nerdctl = run;
+            } else {
+                c.run_ctr = run;
+            }
             c.pull_missing = pull_missing;
             let req = request(Command::default(), c);
             let got = container(
