@@ -12,6 +12,7 @@
 
 pub mod local_facts;
 pub mod site_plan;
+pub mod verdicts;
 
 use local_facts::FactsFile;
 
@@ -33,6 +34,7 @@ pub const SPEC: ModuleSpec = ModuleSpec {
         Arg::bool("has_nvidia_gpu"),
         Arg::list("supported_os_families"),
         Arg::dict("site_plan"),
+        Arg::dict("verdicts"),
     ],
     ..ModuleSpec::BASE
 };
@@ -59,6 +61,9 @@ pub struct Options {
     /// site.yml's variables that decide its optional plays: with
     /// decide_gpu_mode, `site_groups` says which of them this node needs.
     pub site_plan: Option<site_plan::SitePlanVars>,
+    /// verify.yml's nvidia-smi and container checks: the commands' registered
+    /// results, judged against this run's detection (returned as `verdicts`).
+    pub verdicts: Option<verdicts::Request>,
 }
 
 /// Detects, writes the local facts file when asked, and returns the facts.
@@ -115,8 +120,26 @@ pub fn run(module: &mut Module, opts: Options) -> Result<Outcome, Failure> {
     } else if opts.has_nvidia_gpu.is_some() || opts.site_plan.is_some() {
         module.warn("has_nvidia_gpu and site_plan are used only with decide_gpu_mode: true; they are ignored");
     }
+    if let Some(request) = &opts.verdicts {
+        outcome = outcome.value("verdicts", judge(request, &detection, module.check_mode()));
+    }
     outcome.facts = facts;
     Ok(outcome)
+}
+
+/// verify.yml's nvidia-smi and container verdicts, against `detection`.
+fn judge(request: &verdicts::Request, detection: &Detection, check_mode: bool) -> Vec<Value> {
+    let detected = verdicts::Detected {
+        driver_loaded: detection.driver.loaded,
+        driver_version: detection.driver.version.as_deref(),
+        nouveau_loaded: detection.nouveau_loaded,
+        gpu_addresses: detection
+            .gpus
+            .iter()
+            .map(|g| g.pci.address.clone())
+            .collect(),
+    };
+    verdicts::judge(request, &detected, check_mode)
 }
 
 /// The node's OS family must be one of `families`; the message is the one

@@ -153,7 +153,7 @@ fn unknown_option_is_refused_like_ansible_does() {
     assert_eq!(code, 1);
     assert_eq!(
         r["msg"],
-        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: decide_gpu_mode, has_nvidia_gpu, local_facts_path, local_facts_write, root, site_plan, supported_os_families.")
+        json!("Unsupported parameters for (nvidia_gpu_facts) module: roto. Supported parameters include: decide_gpu_mode, has_nvidia_gpu, local_facts_path, local_facts_write, root, site_plan, supported_os_families, verdicts.")
     );
 }
 
@@ -560,4 +560,41 @@ fn a_killed_writes_temporary_is_removed_by_the_next_run() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["gpu.fact".to_string()]);
+}
+
+/// verify.yml's call: registered results as Ansible passes them (a skipped
+/// task has no rc), judged against the real H200 capture, in check mode.
+#[test]
+fn verdicts_judge_registered_results_against_this_detection() {
+    let (code, r) = run(
+        "verdicts",
+        json!({
+            "root": h200_root(),
+            "_ansible_check_mode": true,
+            "verdicts": {
+                "gpu_node_enabled": true, "driver_expected": true, "host": "gpu1",
+                "nvidia_smi": {"rc": 0, "cmd": "nvidia-smi", "stdout_lines": ["00000000:00:06.0"],
+                               "stderr_lines": [], "changed": false},
+                "container": {
+                    "image": "cuda", "namespace": "k8s.io", "registry_config_path": "/etc/containerd/certs.d",
+                    "client": "auto", "pull_missing": true, "nvidia_runtime_usable": true,
+                    "images": {"rc": 0, "stdout_lines": [], "stderr_lines": []},
+                    "pull": {"skipped": true, "changed": false, "skip_reason": "Conditional result was False"},
+                    "run_nerdctl": {"skipped": true, "changed": false},
+                    "run_ctr": {"skipped": true, "changed": false},
+                },
+            },
+        }),
+    );
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["changed"], json!(false));
+    assert_eq!(
+        r["verdicts"],
+        json!([
+            {"check": "nvidia-smi", "status": "PASS",
+             "msg": "nvidia-smi sees the 1 GPU(s) detection found (driver 580.159.04)"},
+            {"check": "container", "status": "SKIP",
+             "msg": "cuda is not on the node yet and check mode pulls nothing: run without --check, or pull it first (ctr -n k8s.io images pull cuda)"},
+        ])
+    );
 }
