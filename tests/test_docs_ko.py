@@ -22,10 +22,10 @@ README = REPO / "README.md"
 KOREAN = REPO / "docs/ko/README.md"
 
 # Korean unit words and their README.md spelling.
-UNITS = {"초": "s", "배": "x", "바이트": "bytes", "B": "bytes", "cpu-s": "s"}
+UNITS = {"초": "s", "배": "x", "바이트": "bytes", "B": "bytes", "cpu-s": "s", "CPU-seconds": "s", "CPU초": "s"}
 # A number: 2,636,062 or 0.48 or 1.6.20, not part of a word or a longer number.
 NUMBER = r"(?<![\w.,-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)*)"
-MEASUREMENT = re.compile(NUMBER + r"\s?(ms|초|배|바이트|bytes|B|MiB|KiB|GiB|MB|KB|cpu-s|s|x|%)(?![A-Za-z])")
+MEASUREMENT = re.compile(NUMBER + r"\s?(ms|CPU초|초|배|바이트|bytes|B|MiB|KiB|GiB|MB|KB|CPU-seconds|cpu-s|s|x|%)(?![A-Za-z])")
 BARE = re.compile(NUMBER)
 # Example values in commands, not claims (an image tag in a code sample).
 EXAMPLES = {"12.6.3"}
@@ -79,6 +79,7 @@ def test_every_korean_figure_is_one_readme_states():
     ("1.40 MiB", "1.4 MiB", True),
     ("3.92 s", "3.91초", False),
     ("0.9 to 1.5 s", "0.9~1.5초", True),
+    ("7.13 against 8.10 CPU-seconds", "7.13 대 8.10초", True),
 ])
 def test_units_and_spellings_are_compared_as_figures(english, korean, same):
     """The check itself: a changed figure is caught, a translated unit is not drift."""
