@@ -49,8 +49,6 @@ USER_PLAYBOOK = f"""\
   roles:
     - role: {FQCN}.install_os_package
     - role: {FQCN}.install_containerd
-      vars:
-        gpu_node_mode_decided: true
 
 - name: Report what each node is
   hosts: all
