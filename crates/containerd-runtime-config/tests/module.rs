@@ -252,6 +252,8 @@ fn template_v2_without_a_file_creates_one_containerd_accepts() {
         "containerd 1.6 on the node: version 2"
     );
     assert_eq!(out["default_runtime"], json!("nvidia"));
+    // The guide's fact, set where the runtime is written.
+    assert_eq!(out["ansible_facts"]["nvidia_runtime_enabled"], json!(true));
     assert_eq!(out["backup_file"], Value::Null);
     assert_eq!(out["validated"], json!(true));
     assert!(
@@ -301,6 +303,7 @@ fn template_without_nvidia_uses_the_standard_template() {
     let node = Node::new("tpl-runc");
     let out = node.ok(json!({"mode": "template", "nvidia_runtime": false}));
     assert_eq!(out["default_runtime"], json!("runc"));
+    assert_eq!(out["ansible_facts"]["nvidia_runtime_enabled"], json!(false));
     let text = node.read(&node.config());
     assert!(!text.contains("nvidia"), "{text}");
     assert_containerd_accepts(&node.config(), "runc", None, true);
